@@ -1,0 +1,91 @@
+"""Registered model versions and inference jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class ModelVersion(models.Model):
+    """One registered ``FHEModelDev`` export. The newest active version of a name serves new sessions."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    name = models.SlugField(max_length=100)
+    version = models.PositiveIntegerField()
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    client_zip = models.CharField(max_length=300)
+    server_zip = models.CharField(max_length=300)
+    server_sha256 = models.CharField(max_length=64)
+    # Exact sizes measured at registration with a throwaway keygen: every keygen and
+    # every input of a model serializes to the same size (DESIGN.md).
+    evaluation_keys_bytes = models.PositiveBigIntegerField()
+    input_ciphertext_bytes = models.PositiveBigIntegerField()
+    output_ciphertext_bytes = models.PositiveBigIntegerField()
+    input_features = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="unique_model_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Job(models.Model):
+    """One batch of ciphertexts run in one session. This row, not the broker, is the truth."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey("key_sessions.KeySession", on_delete=models.CASCADE, related_name="jobs")
+    client = models.ForeignKey("keys.ApiClient", on_delete=models.CASCADE, related_name="jobs")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    input_count = models.PositiveIntegerField()
+    inputs_sha256 = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    blobs_erased = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-submitted_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_client",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.id} ({self.status})"
+
+    @property
+    def latency_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.submitted_at).total_seconds() * 1000)
+
+    def input_name(self, index: int) -> str:
+        return f"jobs/{self.id}/input-{index:05d}.bin"
+
+    def output_name(self, index: int) -> str:
+        return f"jobs/{self.id}/output-{index:05d}.bin"

@@ -1,0 +1,79 @@
+"""Measuring an ``FHEModelDev`` export before it is registered.
+
+One throwaway keygen gives the exact evaluation-key and ciphertext sizes the
+model expects (they are the same for every keygen and input, DESIGN.md), and one
+run proves that ``client.zip`` and ``server.zip`` belong together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BundleError(ValueError):
+    """The folder is not a usable FHEModelDev export."""
+
+
+@dataclass(frozen=True)
+class BundleFacts:
+    evaluation_keys_bytes: int
+    input_ciphertext_bytes: int
+    output_ciphertext_bytes: int
+    input_features: int
+    server_sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _input_features(program_info_json: str) -> int:
+    """Number of features of the one encrypted input, from the circuit's abstract shape (1, n)."""
+    circuits = json.loads(program_info_json)["circuits"]
+    inputs = circuits[0]["inputs"] if len(circuits) == 1 else []
+    if len(inputs) != 1 or "lweCiphertext" not in inputs[0]["typeInfo"]:
+        raise BundleError("only models with a single encrypted input are supported")
+    shape = inputs[0]["typeInfo"]["lweCiphertext"]["abstractShape"]["dimensions"]
+    if len(shape) != 2 or shape[0] != 1:
+        raise BundleError(f"expected one sample per ciphertext (shape (1, n)), got {tuple(shape)}")
+    return int(shape[1])
+
+
+def measure_bundle(folder: Path) -> BundleFacts:
+    for name in ("client.zip", "server.zip"):
+        if not (folder / name).is_file():
+            raise BundleError(f"{folder} has no {name}: pass a folder written by FHEModelDev(...).save()")
+    import numpy as np
+    from concrete import fhe
+    from concrete.ml.deployment import FHEModelClient, FHEModelServer
+
+    try:
+        server = FHEModelServer(str(folder))
+        with tempfile.TemporaryDirectory(prefix="moai-keygen-") as key_dir:
+            client = FHEModelClient(str(folder), key_dir=key_dir)
+            n_features = _input_features(client.client.specs.program_info.serialize())
+            client.generate_private_and_evaluation_keys()
+            keys = client.get_serialized_evaluation_keys()
+            ciphertext = client.quantize_encrypt_serialize(np.zeros((1, n_features)))
+            output = server.run(ciphertext, fhe.EvaluationKeys.deserialize(keys))
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"the bundle in {folder} cannot be loaded and run: {exc}") from exc
+    if not isinstance(ciphertext, bytes) or not isinstance(output, bytes):
+        raise BundleError("the model takes or returns several ciphertexts per sample; not supported")
+    return BundleFacts(
+        evaluation_keys_bytes=len(keys),
+        input_ciphertext_bytes=len(ciphertext),
+        output_ciphertext_bytes=len(output),
+        input_features=n_features,
+        server_sha256=sha256_file(folder / "server.zip"),
+    )

@@ -1,0 +1,192 @@
+"""State changes of models and jobs. Each function writes its own audit record.
+
+The worker's side of a job (claim, finish, fail) lives here too, so the Celery
+task stays a thin caller and every transition is in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.files import File
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from inference import blobs
+from inference.models import Job, ModelVersion
+from inference.registration import measure_bundle
+from keys.models import ApiClient
+from ops import audit
+from ops.audit import Actor
+from sessions.models import KeySession
+
+logger = logging.getLogger(__name__)
+
+
+def register_model(name: str, folder: Path, description: str, actor: Actor) -> ModelVersion:
+    """Register the FHEModelDev export in ``folder`` as the next version of ``name``."""
+    facts = measure_bundle(folder)
+    stored: list[str] = []
+    try:
+        with transaction.atomic():
+            latest = ModelVersion.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))["v"]
+            version = (latest or 0) + 1
+            prefix = f"models/{name}/v{version}"
+            for part in ("client.zip", "server.zip"):
+                with (folder / part).open("rb") as handle:
+                    stored.append(blobs.save(f"{prefix}/{part}", File(handle)))
+            model = ModelVersion.objects.create(
+                name=name,
+                version=version,
+                description=description,
+                client_zip=stored[0],
+                server_zip=stored[1],
+                server_sha256=facts.server_sha256,
+                evaluation_keys_bytes=facts.evaluation_keys_bytes,
+                input_ciphertext_bytes=facts.input_ciphertext_bytes,
+                output_ciphertext_bytes=facts.output_ciphertext_bytes,
+                input_features=facts.input_features,
+            )
+            audit.record(actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256)
+    except BaseException:
+        for name_ in stored:
+            blobs.delete(name_)
+        raise
+    return model
+
+
+def newest_active(name: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(name=name, status=ModelVersion.Status.ACTIVE).order_by("-version").first()
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """Ciphertexts already checked and spooled to local files, in submission order."""
+
+    paths: list[Path]
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.paths:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for a different body."""
+
+
+def submit_job(
+    session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor
+) -> tuple[Job, bool]:
+    """Store the inputs, create the job and enqueue it once committed. Returns (job, created)."""
+    inputs_sha256 = inputs.digest()
+    if idempotency_key:
+        existing = Job.objects.filter(client_id=session.client_id, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _same_request(existing, inputs_sha256), False
+    job = Job(
+        id=uuid.uuid4(),
+        session=session,
+        client_id=session.client_id,
+        model_version_id=session.model_version_id,
+        input_count=len(inputs.paths),
+        inputs_sha256=inputs_sha256,
+        idempotency_key=idempotency_key or None,
+    )
+    stored = [_store_input(job, index, path) for index, path in enumerate(inputs.paths)]
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
+            transaction.on_commit(lambda: _enqueue(job.id))
+    except IntegrityError:
+        for name in stored:
+            blobs.delete(name)
+        # Another request with the same idempotency key won the race.
+        winner = Job.objects.filter(client_id=session.client_id, idempotency_key=idempotency_key).first()
+        if winner is None:
+            raise
+        return _same_request(winner, inputs_sha256), False
+    except BaseException:
+        for name in stored:
+            blobs.delete(name)
+        raise
+    logger.info("job queued", extra={"job_id": str(job.id), "context_id": str(session.id), "inputs": job.input_count})
+    return job, True
+
+
+def _same_request(job: Job, inputs_sha256: str) -> Job:
+    if job.inputs_sha256 != inputs_sha256:
+        raise IdempotencyConflict(str(job.id))
+    return job
+
+
+def _store_input(job: Job, index: int, path: Path) -> str:
+    with path.open("rb") as handle:
+        return blobs.save(job.input_name(index), File(handle))
+
+
+def _enqueue(job_id: uuid.UUID) -> None:
+    from inference.tasks import run_job
+
+    run_job.delay(str(job_id))
+
+
+def cancel_job(job: Job, actor: Actor) -> bool:
+    """Cancel a queued job; False when it is no longer queued."""
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELLED,
+            finished_at=timezone.now(),
+            error_code="cancelled",
+            error_message="Cancelled by request.",
+        )
+        if updated:
+            audit.record(actor, "job.cancelled", "job", job.id, "cancelled by request")
+    job.refresh_from_db()
+    return bool(updated)
+
+
+def claim_job(job_id: str) -> Job | None:
+    """Move a job from queued to running, atomically; None if someone else has it or it is gone.
+
+    A redelivered message for a job already running or finished claims nothing,
+    so no job ever runs twice at the same time.
+    """
+    updated = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+        status=Job.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    if not updated:
+        return None
+    return Job.objects.select_related("session", "model_version", "client").get(pk=job_id)
+
+
+def finish_job(job: Job) -> bool:
+    """Mark a running job succeeded; False if it was ended meanwhile (its outputs are then dropped)."""
+    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    if not updated:
+        for index in range(job.input_count):
+            blobs.delete(job.output_name(index))
+    job.refresh_from_db()
+    logger.info("job finished", extra={"job_id": str(job.id), "status": job.status, "latency_ms": job.latency_ms})
+    return bool(updated)
+
+
+def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None) -> bool:
+    """Mark a running (or queued) job failed with an error code; False if it had already ended."""
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job_id, status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).update(
+            status=Job.Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=message
+        )
+        if updated:
+            audit.record(actor or Actor.system("worker"), "job.failed", "job", job_id, message, error_code=code)
+    logger.warning("job failed", extra={"job_id": job_id, "error_code": code})
+    return bool(updated)

@@ -1,0 +1,77 @@
+"""The Celery task that runs a job. It takes a job id only; the job row is the truth."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import shared_task
+from celery.signals import task_failure
+
+from inference import blobs, runtime, services
+from inference.models import Job
+from sessions.models import KeySession
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="inference.tasks.run_job")
+def run_job(job_id: str) -> None:
+    job = services.claim_job(job_id)
+    if job is None:
+        logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
+        return
+    try:
+        _run(job)
+    except runtime.CircuitInputError as exc:
+        services.fail_job(job_id, "invalid_ciphertext", f"The circuit rejected a ciphertext: {exc}")
+    except _SessionEnded as exc:
+        services.fail_job(job_id, exc.code, "The session ended before the job ran.")
+    except Exception:
+        logger.exception("job crashed", extra={"job_id": job_id})
+        services.fail_job(job_id, "internal_error", "The worker failed to run this job.")
+
+
+class _SessionEnded(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _check_session(job: Job) -> None:
+    """Refuse to run with keys of a session that has ended (checked before each input)."""
+    session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
+    if session.status == KeySession.Status.EXPIRED:
+        raise _SessionEnded("context_expired")
+    if session.status != KeySession.Status.ACTIVE or not session.keys_blob:
+        runtime.keys.drop(str(job.session_id))
+        raise _SessionEnded("context_invalidated")
+
+
+def _run(job: Job) -> None:
+    _check_session(job)
+    model = runtime.models.get(job.model_version)
+    keys = runtime.keys.get(str(job.session_id), job.session.keys_blob)
+    for index in range(job.input_count):
+        _check_session(job)
+        output = model.run(blobs.read_bytes(job.input_name(index)), keys)
+        blobs.delete(job.output_name(index))  # a crashed earlier attempt may have left one
+        blobs.save_bytes(job.output_name(index), output)
+    services.finish_job(job)
+
+
+@task_failure.connect
+def _fail_job_of_lost_process(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
+    """A pool process died under a job (a circuit abort or a kill): fail that job, never re-run it.
+
+    Celery calls this in the parent process, which survives; the message is
+    acknowledged (no requeue), so a job that aborts the runtime cannot loop.
+    """
+    if getattr(sender, "name", None) != run_job.name or not isinstance(exception, WorkerLostError):
+        return
+    args = kwargs.get("args") or ()
+    if not args:
+        return
+    code = "circuit_aborted" if "SIGABRT" in str(exception) or "signal 6" in str(exception) else "worker_lost"
+    services.fail_job(str(args[0]), code, f"The worker process running this job died: {exception}")

@@ -1,0 +1,122 @@
+"""REST views for models and jobs. Thin: checks and state changes live in services."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inference import services, uploads
+from inference.ciphertexts import check_inputs
+from inference.models import Job, ModelVersion
+from inference.representations import job_json, model_json
+from inference.services import IdempotencyConflict, JobInputs
+from keys.models import ApiClient
+from ops.audit import Actor
+from ops.errors import ApiError
+from sessions.lookup import active_session_or_error, client_actor
+
+
+def _model_or_404(name: str) -> ModelVersion:
+    model = services.newest_active(name)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
+    return model
+
+
+class ModelListView(APIView):
+    def get(self, request: Request) -> Response:
+        newest: dict[str, ModelVersion] = {}
+        for model in ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("name", "-version"):
+            newest.setdefault(model.name, model)
+        return Response([model_json(m) for m in newest.values()])
+
+
+class ModelDetailView(APIView):
+    def get(self, request: Request, name: str) -> Response:
+        return Response(model_json(_model_or_404(name)))
+
+
+class ModelClientBundleView(APIView):
+    def get(self, request: Request, name: str) -> FileResponse:
+        model = _model_or_404(name)
+        response = FileResponse(
+            default_storage.open(model.client_zip, "rb"), content_type="application/zip", as_attachment=True
+        )
+        response["Content-Disposition"] = f'attachment; filename="{model.name}-v{model.version}-client.zip"'
+        response["X-Moai-Model-Version"] = str(model.version)
+        return response
+
+
+class JobSubmitView(APIView):
+    def post(self, request: Request, context_id: str) -> Response:
+        session = active_session_or_error(request, context_id)
+        cap = settings.MOAI_MAX_CIPHERTEXT_BYTES
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 200:
+            raise ApiError(400, "invalid_request", "Idempotency-Key is longer than 200 characters.")
+        with uploads.spooled_inputs(request._request, "inputs", cap) as paths:
+            check_inputs(paths, session.model_version, settings.MOAI_MAX_BATCH_INPUTS)
+            try:
+                job, created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
+            except IdempotencyConflict as exc:
+                raise ApiError(
+                    409, "idempotency_key_conflict", "This Idempotency-Key was used for a different body.", job_id=str(exc)
+                ) from None
+        body = job_json(job)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+def _job_or_404(request: Request, job_id: str) -> Job:
+    client = request.user
+    assert isinstance(client, ApiClient)
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(404, "job_not_found", "No such job.") from None
+    job = Job.objects.select_related("model_version", "session").filter(pk=parsed, client=client).first()
+    if job is None:
+        raise ApiError(404, "job_not_found", "No such job.")
+    return job
+
+
+class JobDetailView(APIView):
+    def get(self, request: Request, job_id: str) -> Response:
+        return Response(job_json(_job_or_404(request, job_id)))
+
+    def delete(self, request: Request, job_id: str) -> Response:
+        job = _job_or_404(request, job_id)
+        if not services.cancel_job(job, client_actor(request)):
+            raise ApiError(409, "job_not_cancellable", f"The job is {job.status}; only queued jobs can be cancelled.")
+        return Response(job_json(job), status=status.HTTP_202_ACCEPTED)
+
+
+class JobResultView(APIView):
+    def get(self, request: Request, job_id: str) -> FileResponse:
+        job = _job_or_404(request, job_id)
+        index = _index(request, job)
+        if job.status in (Job.Status.QUEUED, Job.Status.RUNNING):
+            raise ApiError(409, "job_not_finished", f"The job is {job.status}; poll GET /jobs/{{id}} until it ends.")
+        if job.status != Job.Status.SUCCEEDED:
+            error = job.error_code or job.status
+            raise ApiError(409, "job_failed", f"The job ended {job.status} ({error}); it has no result.")
+        if job.blobs_erased or not default_storage.exists(job.output_name(index)):
+            raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
+        response = FileResponse(default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream")
+        response["X-Moai-Output-Index"] = str(index)
+        return response
+
+
+def _index(request: Request, job: Job) -> int:
+    raw = request.query_params.get("index", "0")
+    if not raw.isdigit() or int(raw) >= job.input_count:
+        raise ApiError(
+            400, "invalid_index", f"index must be an integer from 0 to {job.input_count - 1}.", inputs=job.input_count
+        )
+    return int(raw)

@@ -1,0 +1,52 @@
+"""``Authorization: Bearer <api key>`` authentication for the REST API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rest_framework import authentication, permissions
+from rest_framework.request import Request
+
+from keys.models import ApiClient, ClientApiKey
+from ops.errors import ApiError
+
+if TYPE_CHECKING:
+    from rest_framework.views import APIView
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiClient, ClientApiKey] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, raw_key = header.partition(" ")
+        if scheme != self.keyword or not raw_key.strip():
+            raise ApiError(401, "unauthenticated", "Send 'Authorization: Bearer <api key>'.")
+        api_key = _find_key(raw_key.strip())
+        if api_key is None:
+            raise ApiError(401, "unauthenticated", "The API key is unknown, revoked or expired.")
+        if not api_key.client.is_active:
+            raise ApiError(403, "client_disabled", "This client is disabled; contact the operator.")
+        return api_key.client, api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="moai"'
+
+
+def _find_key(raw_key: str) -> ClientApiKey | None:
+    # Keys are "<prefix>.<secret>"; anything else cannot be one of ours.
+    if "." not in raw_key or len(raw_key) > 200:
+        return None
+    try:
+        api_key = ClientApiKey.objects.get_from_key(raw_key)
+    except ClientApiKey.DoesNotExist:
+        return None
+    return None if api_key.has_expired or api_key.revoked else api_key
+
+
+class IsApiClient(permissions.BasePermission):
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return isinstance(request.user, ApiClient)
+
+    def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
+        return getattr(obj, "client_id", None) == getattr(request.user, "pk", None)

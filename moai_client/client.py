@@ -1,0 +1,169 @@
+"""The data owner's side of MOAI: keys, encryption, jobs and decryption."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from moai_client.errors import MoaiJobFailed, MoaiTimeout
+from moai_client.http import Http
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class Session:
+    """An open key session: the context id plus the local FHE client that made its keys."""
+
+    context_id: str
+    model: str
+    model_version: int
+    expires_at: str
+    key_fingerprint: str
+    fhe: Any = field(repr=False)
+
+    def encrypt(self, X: np.ndarray) -> list[bytes]:
+        """One ciphertext per row: Concrete circuits take one sample each."""
+        rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return [self.fhe.quantize_encrypt_serialize(rows[i : i + 1]) for i in range(rows.shape[0])]
+
+    def decrypt(self, outputs: list[bytes]) -> np.ndarray:
+        """Decrypted, dequantized model outputs (class probabilities for classifiers), one row per input."""
+        return np.vstack([self.fhe.deserialize_decrypt_dequantize(out) for out in outputs])
+
+
+@dataclass
+class Prediction:
+    scores: np.ndarray
+    job: dict[str, Any]
+    seconds: float
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.argmax(self.scores, axis=1) if self.scores.ndim == 2 and self.scores.shape[1] > 1 else self.scores
+
+
+class MoaiClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        key_dir: str | Path,
+        *,
+        timeout: float = 60.0,
+        progress: bool = True,
+        verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
+    ) -> None:
+        self.http = Http(base_url, api_key, timeout=timeout, verify=verify, cert=cert, progress=progress)
+        self.key_dir = Path(key_dir)
+        self.progress = progress
+
+    # Models
+    def models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.http.json("GET", "models")
+        return result
+
+    def model(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.json("GET", f"models/{name}")
+        return result
+
+    def _bundle_dir(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """The model's client.zip, downloaded once per version into the key directory."""
+        info = self.model(name)
+        folder = self.key_dir / f"{name}-v{info['version']}"
+        bundle = folder / "client.zip"
+        if not bundle.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            response = self.http.request("GET", f"models/{name}/client.zip")
+            partial = bundle.with_suffix(".part")
+            partial.write_bytes(response.content)
+            partial.replace(bundle)
+        return folder, info
+
+    # Sessions
+    def open_session(self, name: str) -> Session:
+        """Generate keys locally (once per model version) and upload only the evaluation keys."""
+        from concrete.ml.deployment import FHEModelClient
+
+        folder, info = self._bundle_dir(name)
+        fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
+        with tqdm(total=1, desc=f"keygen {name}", disable=not self.progress, leave=False) as bar:
+            fhe.generate_private_and_evaluation_keys()
+            evaluation_keys = fhe.get_serialized_evaluation_keys()
+            bar.update(1)
+        body = self.http.upload(f"models/{name}/sessions", evaluation_keys, f"upload keys {name}")
+        return Session(
+            context_id=body["context_id"],
+            model=body["model"],
+            model_version=body["model_version"],
+            expires_at=body["expires_at"],
+            key_fingerprint=body["key_fingerprint"],
+            fhe=fhe,
+        )
+
+    def session_info(self, context_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.json("GET", f"sessions/{context_id}")
+        return result
+
+    def close_session(self, context_id: str) -> None:
+        self.http.request("DELETE", f"sessions/{context_id}")
+
+    # Jobs
+    def submit(self, session: Session, ciphertexts: list[bytes], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        path = f"sessions/{session.context_id}/jobs"
+        if len(ciphertexts) == 1:
+            job: dict[str, Any] = self.http.json(
+                "POST", path, data=ciphertexts[0], headers={"Content-Type": "application/octet-stream", **headers}
+            )
+            return job
+        files = [("inputs", (f"{i}.bin", ct, "application/octet-stream")) for i, ct in enumerate(ciphertexts)]
+        job = self.http.json("POST", path, files=files, headers=headers)
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.json("GET", f"jobs/{job_id}")
+        return result
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.json("DELETE", f"jobs/{job_id}")
+        return result
+
+    def wait(self, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Poll until the job ends; raises MoaiJobFailed unless it succeeded."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        with tqdm(desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed} {postfix}") as bar:
+            while True:
+                job = self.job(job_id)
+                bar.set_postfix_str(job["status"])
+                if job["status"] in FINISHED:
+                    break
+                if time.monotonic() >= deadline:
+                    raise MoaiTimeout(f"job {job_id} still {job['status']} after {timeout} s")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        if job["status"] != "succeeded":
+            raise MoaiJobFailed(job)
+        return job
+
+    def results(self, job: dict[str, Any]) -> list[bytes]:
+        return [
+            self.http.request("GET", f"jobs/{job['job_id']}/result", params={"index": i}).content
+            for i in range(job["inputs"])
+        ]
+
+    def predict(self, session: Session, X: np.ndarray, timeout: float = 600.0) -> Prediction:
+        """Encrypt each row, run them as one job, wait, and decrypt the outputs."""
+        started = time.perf_counter()
+        job = self.submit(session, session.encrypt(X))
+        job = self.wait(job["job_id"], timeout=timeout)
+        scores = session.decrypt(self.results(job))
+        return Prediction(scores=scores, job=job, seconds=time.perf_counter() - started)

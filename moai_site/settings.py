@@ -1,0 +1,205 @@
+"""Django settings, all read from the environment (see API.md "Configuration").
+
+With neither ``DATABASE_URL`` nor ``REDIS_URL`` set, the service runs on embedded
+defaults (SQLite and a filesystem Celery broker under ``MOAI_DATA_DIR``) so that
+``make demo`` works on a bare machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from moai_site.env import ConfigError, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+_secret = env_str("SECRET_KEY")
+if not _secret:
+    if not DEBUG:
+        raise ConfigError("SECRET_KEY must be set when DEBUG is off")
+    _secret = "moai-development-only-secret-key-not-for-production-use"
+SECRET_KEY: str = _secret
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+
+MOAI_DATA_DIR = Path(env_str("MOAI_DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
+MOAI_DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+MOAI_SESSION_TTL_SECONDS = env_int("MOAI_SESSION_TTL_SECONDS", 3600, minimum=1)
+MOAI_WORKER_POOL_SIZE = env_int("MOAI_WORKER_POOL_SIZE", os.cpu_count() or 1, minimum=1)
+MOAI_WORKER_METRICS_PORT = env_int("MOAI_WORKER_METRICS_PORT", 9808, minimum=0)
+MOAI_MAX_KEY_BYTES = env_int("MOAI_MAX_KEY_BYTES", 512 * 1024 * 1024, minimum=1)
+MOAI_MAX_CIPHERTEXT_BYTES = env_int("MOAI_MAX_CIPHERTEXT_BYTES", 16 * 1024 * 1024, minimum=1)
+# A warm key object holds about 8x its serialized size (DESIGN.md), so the cache
+# is bounded by that estimate, not by the bytes on disk.
+MOAI_KEY_CACHE_BYTES = env_int("MOAI_KEY_CACHE_BYTES", 4 * 1024 * 1024 * 1024, minimum=0)
+MOAI_KEY_MEMORY_FACTOR = 8
+MOAI_MAX_BATCH_INPUTS = env_int("MOAI_MAX_BATCH_INPUTS", 256, minimum=1)
+MOAI_RESULT_RETENTION_SECONDS = env_int("MOAI_RESULT_RETENTION_SECONDS", 3600, minimum=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "ops",
+    "keys",
+    "inference",
+    "sessions.apps.KeySessionsConfig",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "moai_site.urls"
+WSGI_APPLICATION = "moai_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(MOAI_DATA_DIR / "moai.sqlite3"),
+            # Web and worker processes share the file: wait for a lock instead of failing.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL") or None
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(MOAI_DATA_DIR / "cache"),
+        }
+    }
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MOAI_DATA_DIR / "blobs"), "file_permissions_mode": 0o600},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Uploads larger than this go to a temporary file, never to memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+FILE_UPLOAD_TEMP_DIR = str(MOAI_DATA_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = MOAI_MAX_BATCH_INPUTS
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = str(MOAI_DATA_DIR / "static")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["keys.authentication.IsApiClient"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [],
+    "EXCEPTION_HANDLER": "ops.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MOAI encrypted inference API",
+    "DESCRIPTION": "Run Concrete-ML models on TFHE ciphertexts. The server never sees a plaintext.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# Celery: the job row is the source of truth, messages carry only job ids.
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+else:
+    _broker_dir = MOAI_DATA_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+# Results live in the database and blob storage, never in a Celery result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# A job is acknowledged only once it ran, and a worker holds one message at a time:
+# FHE jobs take seconds, so prefetching would park jobs behind a busy process.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A process killed by a circuit abort must not send its message round again:
+# the job is failed instead (inference.tasks), so a poisoned job cannot loop.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_CONCURRENCY = MOAI_WORKER_POOL_SIZE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "moai"
+CELERY_BEAT_SCHEDULE = {
+    "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 60.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": env_str("MOAI_LOG_LEVEL", "INFO")},
+}

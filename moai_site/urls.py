@@ -1,0 +1,36 @@
+"""URL map: the REST API under /api/v1, probes, metrics, schema and the admin."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from inference import views as inference_views
+from ops import views as ops_views
+from sessions import views as session_views
+
+api_v1 = [
+    path("models", inference_views.ModelListView.as_view()),
+    path("models/<str:name>", inference_views.ModelDetailView.as_view()),
+    path("models/<str:name>/client.zip", inference_views.ModelClientBundleView.as_view()),
+    path("models/<str:name>/sessions", session_views.SessionCreateView.as_view()),
+    path("sessions/<str:context_id>", session_views.SessionDetailView.as_view()),
+    path("sessions/<str:context_id>/jobs", inference_views.JobSubmitView.as_view()),
+    path("jobs/<str:job_id>", inference_views.JobDetailView.as_view()),
+    path("jobs/<str:job_id>/result", inference_views.JobResultView.as_view()),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", ops_views.healthz),
+    path("readyz", ops_views.readyz),
+    path("", include("django_prometheus.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "ops.errors.json_bad_request"
+handler404 = "ops.errors.json_not_found"
+handler500 = "ops.errors.json_server_error"

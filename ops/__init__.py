@@ -1,0 +1,1 @@
+"""Operations: the audit log, error format, health checks, metrics, logging and ops commands."""

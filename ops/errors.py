@@ -1,0 +1,81 @@
+"""The one error format of the API: ``{"error": {"code", "message", ...details}}``.
+
+Views raise :class:`ApiError`; DRF's own exceptions (authentication, throttling,
+unknown methods) are mapped to the same shape by :func:`api_exception_handler`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An error a client caused, with its contract code and optional details."""
+
+    def __init__(self, status_code: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+_DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
+    (exceptions.NotAuthenticated, status.HTTP_401_UNAUTHORIZED, "unauthenticated"),
+    (exceptions.AuthenticationFailed, status.HTTP_401_UNAUTHORIZED, "unauthenticated"),
+    (exceptions.Throttled, status.HTTP_429_TOO_MANY_REQUESTS, "rate_limited"),
+    (exceptions.MethodNotAllowed, status.HTTP_405_METHOD_NOT_ALLOWED, "method_not_allowed"),
+    (exceptions.UnsupportedMediaType, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+    (exceptions.NotAcceptable, status.HTTP_406_NOT_ACCEPTABLE, "not_acceptable"),
+    (exceptions.ParseError, status.HTTP_400_BAD_REQUEST, "invalid_request"),
+    (exceptions.ValidationError, status.HTTP_400_BAD_REQUEST, "invalid_request"),
+    (exceptions.NotFound, status.HTTP_404_NOT_FOUND, "not_found"),
+    (exceptions.PermissionDenied, status.HTTP_403_FORBIDDEN, "forbidden"),
+]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+    if isinstance(exc, Http404):
+        return Response(error_body("not_found", "No such resource."), status=404)
+    for exc_type, status_code, code in _DRF_CODES:
+        if isinstance(exc, exc_type):
+            response = Response(error_body(code, _message(exc)), status=status_code)
+            if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+                response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+            if status_code == 401:
+                response["WWW-Authenticate"] = 'Bearer realm="moai"'
+            return response
+    return None
+
+
+def _message(exc: exceptions.APIException) -> str:
+    detail = exc.detail
+    if isinstance(detail, (list, dict)):
+        return str(detail)
+    return str(detail)
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("not_found", "No such resource."), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    logger.error("unhandled server error", extra={"path": request.path})
+    return JsonResponse(error_body("internal_error", "The service failed; this is a defect."), status=500)
+
+
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("invalid_request", "The request is malformed."), status=400)

@@ -1,0 +1,51 @@
+"""The append-only audit log.
+
+Each record carries an HMAC over its own content and its predecessor's digest, so
+an edited, deleted, inserted or reordered record breaks the chain
+(``manage.py verify_audit_log``). Records are written only by :mod:`ops.audit`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+
+class AuditRecord(models.Model):
+    class ActorKind(models.TextChoices):
+        CLIENT = "client"
+        STAFF = "staff"
+        SYSTEM = "system"
+
+    at = models.DateTimeField(db_index=True)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=200, db_index=True)
+    reason = models.TextField(blank=True)
+    source = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_digest = models.CharField(max_length=64)
+    digest = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.at:%Y-%m-%d %H:%M:%S} {self.actor_kind}:{self.actor} {self.action} {self.target_type}:{self.target_id}"
+
+    def content(self) -> dict[str, Any]:
+        """What the digest covers: every field a reader relies on."""
+        return {
+            "at": self.at.isoformat(),
+            "actor_kind": self.actor_kind,
+            "actor": self.actor,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "reason": self.reason,
+            "source": self.source,
+            "details": self.details,
+        }

@@ -1,0 +1,41 @@
+"""Finding a client's own session for a request; another client's is answered as unknown."""
+
+from __future__ import annotations
+
+import uuid
+
+from rest_framework.request import Request
+
+from keys.models import ApiClient
+from ops.audit import Actor
+from ops.errors import ApiError
+from sessions import services
+from sessions.models import KeySession
+
+
+def client_actor(request: Request) -> Actor:
+    client = request.user
+    assert isinstance(client, ApiClient)
+    return Actor.client(client.name, request.META.get("REMOTE_ADDR", ""))
+
+
+def own_session_or_404(request: Request, context_id: str) -> KeySession:
+    try:
+        parsed = uuid.UUID(context_id)
+    except ValueError:
+        raise ApiError(404, "context_not_found", "No such context.") from None
+    session = (
+        KeySession.objects.select_related("model_version", "client").filter(pk=parsed, client=request.user).first()
+    )
+    if session is None:
+        raise ApiError(404, "context_not_found", "No such context.")
+    return services.ensure_current(session)
+
+
+def active_session_or_error(request: Request, context_id: str) -> KeySession:
+    session = own_session_or_404(request, context_id)
+    if session.status == KeySession.Status.EXPIRED:
+        raise ApiError(410, "context_expired", "The session expired; its keys are erased. Open a new session.")
+    if session.status == KeySession.Status.INVALIDATED:
+        raise ApiError(410, "context_invalidated", "The session was ended; its keys are erased. Open a new session.")
+    return session

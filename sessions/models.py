@@ -1,0 +1,44 @@
+"""Key sessions (their id is the *context id* of the API)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db import models
+
+
+class KeySession(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        EXPIRED = "expired"
+        INVALIDATED = "invalidated"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey("keys.ApiClient", on_delete=models.CASCADE, related_name="sessions")
+    model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="sessions")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    key_fingerprint = models.CharField(max_length=64, db_index=True)
+    keys_blob = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"session {self.id} ({self.status})"
+
+    @property
+    def context_id(self) -> uuid.UUID:
+        return self.id
+
+    def has_lapsed(self, now: datetime) -> bool:
+        """True once the TTL has passed, whether or not the sweeper has run yet."""
+        return self.status == self.Status.ACTIVE and now >= self.expires_at
+
+    @property
+    def ttl_seconds(self) -> int:
+        return int((self.expires_at - self.created_at).total_seconds())

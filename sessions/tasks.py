@@ -1,0 +1,12 @@
+"""Periodic work on sessions, run by Celery beat."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from sessions import services
+
+
+@shared_task(name="sessions.tasks.expire_sessions")
+def expire_sessions() -> int:
+    return services.expire_due_sessions()

@@ -1,0 +1,68 @@
+"""REST views for key sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inference import uploads
+from inference.services import newest_active
+from keys.evaluation_keys import KeyCheckError
+from keys.models import ApiClient
+from ops.errors import ApiError
+from sessions import services
+from sessions.lookup import client_actor, own_session_or_404
+from sessions.models import KeySession
+
+
+def session_json(session: KeySession) -> dict[str, Any]:
+    return {
+        "context_id": str(session.id),
+        "model": session.model_version.name,
+        "model_version": session.model_version.version,
+        "status": session.status,
+        "key_fingerprint": session.key_fingerprint,
+        "created_at": session.created_at,
+        "expires_at": session.expires_at,
+        "ended_at": session.ended_at,
+        "ttl_seconds": session.ttl_seconds,
+    }
+
+
+class SessionCreateView(APIView):
+    def post(self, request: Request, name: str) -> Response:
+        model = newest_active(name)
+        if model is None:
+            raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
+        client = request.user
+        assert isinstance(client, ApiClient)
+        with uploads.spooled_body(request._request, settings.MOAI_MAX_KEY_BYTES) as path:
+            try:
+                session = services.open_session(client, model, path, client_actor(request))
+            except KeyCheckError as exc:
+                raise ApiError(400, exc.code, str(exc), **exc.details) from None
+        body = session_json(session)
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
+
+
+class SessionDetailView(APIView):
+    def get(self, request: Request, context_id: str) -> Response:
+        session = own_session_or_404(request, context_id)
+        body = session_json(session)
+        body["jobs"] = [
+            {"job_id": str(job_id), "status": job_status, "submitted_at": submitted}
+            for job_id, job_status, submitted in session.jobs.order_by("submitted_at").values_list(
+                "id", "status", "submitted_at"
+            )[:1000]
+        ]
+        return Response(body)
+
+    def delete(self, request: Request, context_id: str) -> Response:
+        session = own_session_or_404(request, context_id)
+        services.end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")
+        return Response(status=status.HTTP_204_NO_CONTENT)
