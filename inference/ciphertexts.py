@@ -15,6 +15,8 @@ def check_inputs(paths: list[Path], model: ModelVersion, max_inputs: int) -> Non
         raise ApiError(413, "payload_too_large", f"At most {max_inputs} inputs per job.", limit_inputs=max_inputs)
     for index, path in enumerate(paths):
         actual = path.stat().st_size
+        if actual == 0:
+            raise ApiError(400, "invalid_ciphertext", f"Input {index} is empty.", index=index)
         if actual != model.input_ciphertext_bytes:
             raise ApiError(
                 400,

@@ -64,8 +64,15 @@ def build(model: DemoModel, folder: Path) -> Path:
     from concrete.ml.deployment import FHEModelDev
     from sklearn.model_selection import train_test_split
 
+    from sklearn.preprocessing import StandardScaler
+
     X, y = _load(model.dataset)
     X_train, X_test, _y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=42, stratify=y)
+    # Inputs are quantized with one scale for all features, so features on very
+    # different scales would lose their small ones: the data owner standardizes
+    # before encrypting, as it would for any linear model.
+    scaler = StandardScaler().fit(X_train)
+    X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     estimator = model.make()
     estimator.fit(X_train, _y_train)
     estimator.compile(X_train)

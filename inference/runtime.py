@@ -68,6 +68,10 @@ class ModelCache:
                 self._models[model_version.pk] = loaded
             return loaded
 
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
     @staticmethod
     def _local_copy(model_version: ModelVersion) -> Path:
         folder = Path(settings.MOAI_DATA_DIR) / "model-cache" / model_version.server_sha256
@@ -119,6 +123,11 @@ class KeyCache:
             if entry is not None:
                 self._used -= entry[1]
             return entry is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._used = 0
 
     def _evict_over_capacity(self, keep: str) -> None:
         while self._used > self.capacity_bytes and len(self._entries) > 1:

@@ -36,7 +36,8 @@ def register_model(name: str, folder: Path, description: str, actor: Actor) -> M
         with transaction.atomic():
             latest = ModelVersion.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))["v"]
             version = (latest or 0) + 1
-            prefix = f"models/{name}/v{version}"
+            # A unique suffix: blobs left by a registration that crashed never block the next one.
+            prefix = f"models/{name}/v{version}-{uuid.uuid4().hex[:8]}"
             for part in ("client.zip", "server.zip"):
                 with (folder / part).open("rb") as handle:
                     stored.append(blobs.save(f"{prefix}/{part}", File(handle)))

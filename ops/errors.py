@@ -47,7 +47,10 @@ _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+        response = Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+        if exc.status_code == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="moai"'
+        return response
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "No such resource."), status=404)
     for exc_type, status_code, code in _DRF_CODES:

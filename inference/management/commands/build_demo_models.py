@@ -30,5 +30,11 @@ class Command(BaseCommand):
             registered = register_model(model.name, folder, model.description, Actor.system("manage.py build_demo_models"))
             self.stdout.write(
                 f"{registered.name} v{registered.version}: keys {registered.evaluation_keys_bytes} B, "
-                f"input {registered.input_ciphertext_bytes} B ({folder})"
+                f"input {registered.input_ciphertext_bytes} B, plaintext test accuracy {_accuracy(folder):.3f} ({folder})"
             )
+
+
+def _accuracy(folder: Path) -> float:
+    import numpy as np
+
+    return float(np.load(folder / "samples.npz")["test_accuracy"])

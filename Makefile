@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   - the product end to end on embedded defaults (SQLite, filesystem broker)
+#   make test   - the test suite, against PostgreSQL and Redis on 127.0.0.1 when reachable
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall only when a requirements file changes; pip keeps its cache in ~/.cache/pip.
+STAMP := $(VENV)/.installed
+
+export MOAI_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/moai
+export MOAI_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install demo test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade-strategy only-if-needed -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m scripts.demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var build

@@ -1,0 +1,1 @@
+"""Developer tooling: starting the web and worker processes together, and the demo."""

@@ -1,0 +1,100 @@
+"""Start gunicorn and a Celery worker as real processes, and stop them again.
+
+Used by ``make demo`` and by the end-to-end tests, so both exercise the same
+process layout as a deployment: web and worker share only the database, the
+broker and blob storage.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Stack:
+    """Web (gunicorn) and worker (celery) processes with their logs under ``log_dir``."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, *, concurrency: int = 2, port: int | None = None) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.concurrency = concurrency
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("web", [str(BIN / "gunicorn"), "moai_site.wsgi", "-c", "moai_site/gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"])
+        self.start_worker()
+        deadline = time.monotonic() + timeout
+        while not (self._ready() and self.worker_ready()):
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / name}.log")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"stack not ready after {timeout} s; logs in {self.log_dir}")
+            time.sleep(0.2)
+
+    def start_worker(self) -> None:
+        self._spawn(
+            "worker",
+            [str(BIN / "celery"), "-A", "moai_site", "worker", "--loglevel", "INFO", "--concurrency", str(self.concurrency)],
+        )
+
+    def worker_ready(self) -> bool:
+        log = self.log_dir / "worker.log"
+        return log.exists() and " ready." in log.read_text(errors="replace")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)

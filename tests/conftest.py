@@ -1,0 +1,155 @@
+"""Shared fixtures. FHE models and client keys are built once per test run.
+
+Building, compiling and measuring a model takes seconds, so the exports and one
+real keygen per model are session-scoped; the database rows that register them
+are recreated per test, because the database is reset between tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from inference.demo_models import DEMO_MODELS, build
+from inference.models import ModelVersion
+from inference.registration import BundleFacts, measure_bundle
+from keys.models import ApiClient
+from keys.services import create_client
+from ops.audit import Actor
+from tests.helpers import post_bytes
+
+TEST_MODELS = ("breast-cancer-logreg", "iris-tree")
+
+
+@dataclass
+class Bundle:
+    name: str
+    folder: Path
+    facts: BundleFacts
+    fhe: Any  # FHEModelClient holding a real private key, the data owner's side
+    evaluation_keys: bytes
+    samples: dict[str, np.ndarray]
+
+    def encrypt(self, row: int = 0) -> bytes:
+        ciphertext: bytes = self.fhe.quantize_encrypt_serialize(self.samples["X"][row : row + 1])
+        return ciphertext
+
+    def decrypt_label(self, output: bytes) -> int:
+        return int(np.argmax(self.fhe.deserialize_decrypt_dequantize(output), axis=1)[0])
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
+    from concrete.ml.deployment import FHEModelClient
+
+    root = tmp_path_factory.mktemp("fhe")
+    result = {}
+    for model in DEMO_MODELS:
+        if model.name not in TEST_MODELS:
+            continue
+        folder = build(model, root / model.name)
+        fhe = FHEModelClient(str(folder), key_dir=str(root / f"{model.name}-keys"))
+        fhe.generate_private_and_evaluation_keys()
+        samples = dict(np.load(folder / "samples.npz"))
+        result[model.name] = Bundle(
+            model.name, folder, measure_bundle(folder), fhe, fhe.get_serialized_evaluation_keys(), samples
+        )
+    return result
+
+
+@pytest.fixture
+def register(bundles: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModelVersion]:
+    """Register a test model through the real service function.
+
+    Measuring repeats a keygen and a circuit run that the session fixture already
+    did for the same files, so the measured facts are reused (they are exact for
+    every keygen, DESIGN.md). register_model's own measuring is tested elsewhere.
+    """
+    from inference import services
+
+    def _register(name: str) -> ModelVersion:
+        bundle = bundles[name]
+        monkeypatch.setattr(services, "measure_bundle", lambda folder: bundle.facts)
+        return services.register_model(name, bundle.folder, f"test model {name}", Actor.system("tests"))
+
+    return _register
+
+
+@pytest.fixture
+def logreg(db: None, register: Callable[[str], ModelVersion]) -> ModelVersion:
+    return register("breast-cancer-logreg")
+
+
+@pytest.fixture
+def tree(db: None, register: Callable[[str], ModelVersion]) -> ModelVersion:
+    return register("iris-tree")
+
+
+@dataclass
+class Tenant:
+    client: ApiClient
+    api_key: str
+    http: APIClient
+
+
+@pytest.fixture
+def make_tenant(db: None) -> Callable[[str], Tenant]:
+    def _make(name: str) -> Tenant:
+        client, raw_key = create_client(name, Actor.system("tests"))
+        http = APIClient()
+        http.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        return Tenant(client, raw_key, http)
+
+    return _make
+
+
+@pytest.fixture
+def alice(make_tenant: Callable[[str], Tenant]) -> Tenant:
+    return make_tenant("alice")
+
+
+@pytest.fixture
+def mallory(make_tenant: Callable[[str], Tenant]) -> Tenant:
+    return make_tenant("mallory")
+
+
+@pytest.fixture
+def open_session(bundles: dict[str, Bundle]) -> Callable[[Tenant, ModelVersion], str]:
+    def _open(tenant: Tenant, model: ModelVersion) -> str:
+        response = post_bytes(tenant.http, f"/api/v1/models/{model.name}/sessions", bundles[model.name].evaluation_keys)
+        assert response.status_code == 201, response.content
+        context_id: str = response.json()["context_id"]
+        return context_id
+
+    return _open
+
+
+@pytest.fixture(autouse=True)
+def _clear_worker_caches() -> Iterator[None]:
+    # Rows are recreated per test with the same ids only by chance; caches keyed by
+    # ids must not carry keys from one test's session into another's.
+    from inference import runtime
+
+    yield
+    runtime.models.clear()
+    runtime.keys.clear()
+
+
+@pytest.fixture(autouse=True)
+def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Each in-process test gets empty blob storage, as it gets an empty database."""
+    if request.node.get_closest_marker("e2e"):
+        yield
+        return
+    settings = request.getfixturevalue("settings")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path / "blobs")}},
+    }
+    yield

@@ -1,0 +1,166 @@
+"""POST /sessions/{id}/jobs, GET and DELETE /jobs/{id}, GET /jobs/{id}/result.
+
+Jobs run inline here (Celery's eager mode) once the submitting transaction's
+on-commit callbacks are executed; tests/test_e2e.py runs them on real workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from inference.models import Job
+from tests.helpers import error_code, post_bytes
+
+LOGREG = "breast-cancer-logreg"
+
+
+@pytest.fixture
+def context_id(alice, logreg, open_session):
+    return open_session(alice, logreg)
+
+
+def submit(tenant, context_id, body, **headers):
+    return post_bytes(tenant.http, f"/api/v1/sessions/{context_id}/jobs", body, **headers)
+
+
+def test_single_input_runs_and_decrypts_to_the_clear_prediction(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    bundle = bundles[LOGREG]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = submit(alice, context_id, bundle.encrypt(1))
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["inputs"] == 1
+    job_id = body["job_id"]
+    early = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert early.status_code == 409
+    assert error_code(early) == "job_not_finished"
+    for callback in callbacks:
+        callback()
+    job = alice.http.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 1
+    assert job["error"] is None
+    assert job["latency_ms"] >= 0
+    result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert result.status_code == 200
+    assert result["Content-Type"] == "application/octet-stream"
+    assert bundle.decrypt_label(b"".join(result.streaming_content)) == int(bundle.samples["clear_prediction"][1])
+
+
+def test_batch_keeps_the_order_of_inputs(alice, context_id, bundles, django_capture_on_commit_callbacks):
+    bundle = bundles[LOGREG]
+    rows = [0, 1, 2, 3]
+    files = [SimpleUploadedFile(f"{i}.bin", bundle.encrypt(i), "application/octet-stream") for i in rows]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice.http.post(f"/api/v1/sessions/{context_id}/jobs", {"inputs": files}, format="multipart")
+    assert response.status_code == 202, response.content
+    job_id = response.json()["job_id"]
+    assert response.json()["inputs"] == 4
+    assert alice.http.get(f"/api/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    labels = [
+        bundle.decrypt_label(b"".join(alice.http.get(f"/api/v1/jobs/{job_id}/result?index={i}").streaming_content))
+        for i in rows
+    ]
+    assert labels == [int(v) for v in bundle.samples["clear_prediction"][rows]]
+    bad_index = alice.http.get(f"/api/v1/jobs/{job_id}/result?index=4")
+    assert bad_index.status_code == 400
+    assert error_code(bad_index) == "invalid_index"
+
+
+def test_wrong_ciphertext_size_names_the_input(alice, context_id, bundles):
+    good = bundles[LOGREG].encrypt(0)
+    files = [
+        SimpleUploadedFile("0.bin", good, "application/octet-stream"),
+        SimpleUploadedFile("1.bin", good[:-1], "application/octet-stream"),
+    ]
+    response = alice.http.post(f"/api/v1/sessions/{context_id}/jobs", {"inputs": files}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["expected_bytes"], error["actual_bytes"], error["index"]) == (
+        "ciphertext_size_mismatch", 984, 983, 1
+    )
+    assert not Job.objects.exists()
+
+
+def test_another_models_ciphertext_is_a_size_mismatch(alice, context_id, bundles):
+    response = submit(alice, context_id, bundles["iris-tree"].encrypt(0))
+    assert response.status_code == 400
+    assert error_code(response) == "ciphertext_size_mismatch"
+
+
+@pytest.mark.parametrize("body", [b"\x00" * 984, os.urandom(984)], ids=["zeros", "random"])
+def test_garbage_ciphertext_of_the_right_size_is_invalid(alice, context_id, body):
+    response = submit(alice, context_id, body)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_ciphertext"
+    assert not Job.objects.exists()
+
+
+def test_empty_and_oversized_bodies(alice, context_id, settings):
+    empty = submit(alice, context_id, b"")
+    assert (empty.status_code, error_code(empty)) == (400, "invalid_ciphertext")
+    settings.MOAI_MAX_CIPHERTEXT_BYTES = 500
+    big = submit(alice, context_id, b"x" * 984)
+    assert (big.status_code, error_code(big)) == (413, "payload_too_large")
+
+
+def test_unsupported_content_type_is_415(alice, context_id):
+    response = alice.http.post(f"/api/v1/sessions/{context_id}/jobs", {"x": 1}, format="json")
+    assert (response.status_code, error_code(response)) == (415, "unsupported_media_type")
+
+
+def test_idempotency_key_returns_the_same_job(alice, context_id, bundles):
+    ciphertext = bundles[LOGREG].encrypt(0)
+    first = submit(alice, context_id, ciphertext, HTTP_IDEMPOTENCY_KEY="order-17")
+    second = submit(alice, context_id, ciphertext, HTTP_IDEMPOTENCY_KEY="order-17")
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert Job.objects.count() == 1
+    other_body = submit(alice, context_id, bundles[LOGREG].encrypt(1), HTTP_IDEMPOTENCY_KEY="order-17")
+    assert (other_body.status_code, error_code(other_body)) == (409, "idempotency_key_conflict")
+
+
+def test_cancel_only_while_queued(alice, context_id, bundles, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    cancelled = alice.http.delete(f"/api/v1/jobs/{job_id}")
+    assert cancelled.status_code == 202
+    assert cancelled.json()["status"] == "cancelled"
+    again = alice.http.delete(f"/api/v1/jobs/{job_id}")
+    assert (again.status_code, error_code(again)) == (409, "job_not_cancellable")
+    result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert (result.status_code, error_code(result)) == (409, "job_failed")
+
+
+def test_failed_job_has_no_result(alice, context_id, bundles, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    from inference import services
+
+    services.fail_job(job_id, "invalid_ciphertext", "test")
+    job = alice.http.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["error"] == {"code": "invalid_ciphertext", "message": "test"}
+    result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert (result.status_code, error_code(result)) == (409, "job_failed")
+
+
+def test_jobs_and_results_of_another_client_are_not_found(
+    alice, mallory, context_id, bundles, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    for response in (
+        mallory.http.get(f"/api/v1/jobs/{job_id}"),
+        mallory.http.get(f"/api/v1/jobs/{job_id}/result"),
+        mallory.http.delete(f"/api/v1/jobs/{job_id}"),
+        mallory.http.get("/api/v1/jobs/not-a-uuid"),
+    ):
+        assert response.status_code == 404
+        assert error_code(response) == "job_not_found"
+    assert alice.http.get(f"/api/v1/jobs/{job_id}/result").status_code == 200

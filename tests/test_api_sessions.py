@@ -1,0 +1,117 @@
+"""POST /models/{name}/sessions, GET and DELETE /sessions/{id}."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.test import Client
+from django.utils import timezone
+
+from ops.models import AuditRecord
+from sessions.models import KeySession
+from tests.helpers import error_code, post_bytes
+
+
+def test_real_keys_open_a_session(alice, tree, bundles):
+    keys = bundles["iris-tree"].evaluation_keys
+    response = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", keys)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["model"] == "iris-tree"
+    assert body["model_version"] == 1
+    assert body["ttl_seconds"] == 3600
+    assert len(body["key_fingerprint"]) == 64
+    session = KeySession.objects.get(pk=body["context_id"])
+    with default_storage.open(session.keys_blob, "rb") as stored:
+        assert stored.read() == keys
+    assert AuditRecord.objects.filter(action="session.created", target_id=body["context_id"], actor="alice").exists()
+
+
+def test_ttl_comes_from_settings(alice, logreg, open_session, settings):
+    settings.MOAI_SESSION_TTL_SECONDS = 120
+    context_id = open_session(alice, logreg)
+    assert alice.http.get(f"/api/v1/sessions/{context_id}").json()["ttl_seconds"] == 120
+
+
+def test_keys_of_the_wrong_size_are_a_mismatch(alice, tree, bundles):
+    other_model_keys = bundles["breast-cancer-logreg"].evaluation_keys
+    response = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", other_model_keys)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "evaluation_keys_mismatch"
+    assert error["expected_bytes"] == tree.evaluation_keys_bytes
+    assert error["actual_bytes"] == len(other_model_keys)
+    assert not KeySession.objects.exists()
+
+
+@pytest.mark.parametrize("body", [b"", b"\x00" * 64, os.urandom(64)], ids=["empty", "zeros", "random"])
+def test_garbage_keys_are_invalid(alice, logreg, body):
+    response = post_bytes(alice.http, "/api/v1/models/breast-cancer-logreg/sessions", body)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_evaluation_keys"
+    assert not KeySession.objects.exists()
+    assert not default_storage.exists("keys") or not default_storage.listdir("keys")[1]
+
+
+def test_oversized_keys_are_refused_before_the_body_is_read(alice, logreg, settings):
+    settings.MOAI_MAX_KEY_BYTES = 1000
+    stream = io.BytesIO(b"x" * 5000)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {alice.api_key}")
+    response = client.generic(
+        "POST", "/api/v1/models/breast-cancer-logreg/sessions", b"", content_type="application/octet-stream",
+        CONTENT_LENGTH="5000", **{"wsgi.input": stream},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert stream.tell() == 0
+
+
+def test_session_of_another_client_is_not_found(alice, mallory, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    for response in (
+        mallory.http.get(f"/api/v1/sessions/{context_id}"),
+        mallory.http.delete(f"/api/v1/sessions/{context_id}"),
+        post_bytes(mallory.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * 984),
+    ):
+        assert response.status_code == 404
+        assert error_code(response) == "context_not_found"
+    assert KeySession.objects.get(pk=context_id).status == "active"
+
+
+@pytest.mark.parametrize("context_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "1' OR '1'='1"])
+def test_unknown_context_is_not_found(alice, context_id):
+    response = alice.http.get(f"/api/v1/sessions/{context_id}")
+    assert response.status_code == 404
+    assert error_code(response) == "context_not_found"
+
+
+def test_delete_erases_keys_and_ends_the_session(alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    keys_blob = KeySession.objects.get(pk=context_id).keys_blob
+    assert default_storage.exists(keys_blob)
+    assert alice.http.delete(f"/api/v1/sessions/{context_id}").status_code == 204
+    assert not default_storage.exists(keys_blob)
+    body = alice.http.get(f"/api/v1/sessions/{context_id}").json()
+    assert body["status"] == "invalidated"
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * 984)
+    assert response.status_code == 410
+    assert error_code(response) == "context_invalidated"
+    # Ending it again changes nothing and writes no second record.
+    assert alice.http.delete(f"/api/v1/sessions/{context_id}").status_code == 204
+    assert AuditRecord.objects.filter(action="session.invalidated", target_id=context_id).count() == 1
+
+
+def test_expired_session_refuses_jobs_before_any_sweep(alice, logreg, open_session, bundles):
+    context_id = open_session(alice, logreg)
+    KeySession.objects.filter(pk=context_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", bundles["breast-cancer-logreg"].encrypt())
+    assert response.status_code == 410
+    assert error_code(response) == "context_expired"
+    session = KeySession.objects.get(pk=context_id)
+    assert session.status == "expired"
+    assert session.keys_blob == ""
+    assert alice.http.get(f"/api/v1/sessions/{context_id}").json()["status"] == "expired"
