@@ -29,7 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	DEBUG=1 MOAI_DATA_DIR=var/lint $(BIN)/mypy .
 
 format: install
 	$(BIN)/ruff format .

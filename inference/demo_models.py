@@ -63,7 +63,6 @@ def build(model: DemoModel, folder: Path) -> Path:
     """Train, compile and export one demo model into ``folder``; returns the folder."""
     from concrete.ml.deployment import FHEModelDev
     from sklearn.model_selection import train_test_split
-
     from sklearn.preprocessing import StandardScaler
 
     X, y = _load(model.dataset)

@@ -56,7 +56,8 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     input_count = models.PositiveIntegerField()
     inputs_sha256 = models.CharField(max_length=64)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", means "no key": the uniqueness constraint below must ignore such jobs.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     attempts = models.PositiveIntegerField(default=0)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -20,7 +20,6 @@ from django.utils import timezone
 from inference import blobs
 from inference.models import Job, ModelVersion
 from inference.registration import measure_bundle
-from keys.models import ApiClient
 from ops import audit
 from ops.audit import Actor
 from sessions.models import KeySession
@@ -82,9 +81,7 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before for a different body."""
 
 
-def submit_job(
-    session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor
-) -> tuple[Job, bool]:
+def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor) -> tuple[Job, bool]:
     """Store the inputs, create the job and enqueue it once committed. Returns (job, created)."""
     inputs_sha256 = inputs.digest()
     if idempotency_key:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import signal
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -73,5 +75,17 @@ def _fail_job_of_lost_process(sender: Any = None, exception: BaseException | Non
     args = kwargs.get("args") or ()
     if not args:
         return
-    code = "circuit_aborted" if "SIGABRT" in str(exception) or "signal 6" in str(exception) else "worker_lost"
+    code = _lost_process_code(str(exception))
     services.fail_job(str(args[0]), code, f"The worker process running this job died: {exception}")
+
+
+def _lost_process_code(message: str) -> str:
+    """``circuit_aborted`` when the process crashed by itself (abort, segfault), else ``worker_lost``.
+
+    A SIGKILL or SIGTERM comes from outside (the OOM killer, an operator, a node
+    going away); SIGABRT and SIGSEGV are what a Concrete runtime fault looks like.
+    """
+    match = re.search(r"signal (\d+)", message)
+    if match and int(match.group(1)) not in (signal.SIGKILL, signal.SIGTERM):
+        return "circuit_aborted"
+    return "worker_lost"

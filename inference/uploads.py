@@ -32,7 +32,11 @@ def declared_length(request: HttpRequest, cap: int) -> int:
         raise ApiError(400, "invalid_request", "Content-Length is not a number.") from None
     if length > cap:
         raise ApiError(
-            413, "payload_too_large", f"The body is {length} bytes; the limit is {cap}.", limit_bytes=cap, actual_bytes=length
+            413,
+            "payload_too_large",
+            f"The body is {length} bytes; the limit is {cap}.",
+            limit_bytes=cap,
+            actual_bytes=length,
         )
     return length
 
@@ -41,17 +45,19 @@ def declared_length(request: HttpRequest, cap: int) -> int:
 def spooled_body(request: HttpRequest, cap: int) -> Iterator[Path]:
     """Copy the raw body to a temporary file, yield its path, and remove it afterwards."""
     declared_length(request, cap)
-    handle = tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-", delete=False)
-    path = Path(handle.name)
+    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-", delete=False) as handle:
+        path = Path(handle.name)
     try:
-        with handle:
+        with path.open("wb") as out:
             written = 0
             # HttpRequest.read stops at Content-Length, so this never reads past the cap.
             for chunk in iter(lambda: request.read(CHUNK), b""):
                 written += len(chunk)
                 if written > cap:
-                    raise ApiError(413, "payload_too_large", f"The body exceeds the limit of {cap} bytes.", limit_bytes=cap)
-                handle.write(chunk)
+                    raise ApiError(
+                        413, "payload_too_large", f"The body exceeds the limit of {cap} bytes.", limit_bytes=cap
+                    )
+                out.write(chunk)
         yield path
     finally:
         path.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
 from inference.services import IdempotencyConflict, JobInputs
 from keys.models import ApiClient
-from ops.audit import Actor
 from ops.errors import ApiError
 from sessions.lookup import active_session_or_error, client_actor
 
@@ -64,10 +63,13 @@ class JobSubmitView(APIView):
         with uploads.spooled_inputs(request._request, "inputs", cap) as paths:
             check_inputs(paths, session.model_version, settings.MOAI_MAX_BATCH_INPUTS)
             try:
-                job, created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
+                job, _created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
             except IdempotencyConflict as exc:
                 raise ApiError(
-                    409, "idempotency_key_conflict", "This Idempotency-Key was used for a different body.", job_id=str(exc)
+                    409,
+                    "idempotency_key_conflict",
+                    "This Idempotency-Key was used for a different body.",
+                    job_id=str(exc),
                 ) from None
         body = job_json(job)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/jobs/{job.id}"})
@@ -108,7 +110,9 @@ class JobResultView(APIView):
             raise ApiError(409, "job_failed", f"The job ended {job.status} ({error}); it has no result.")
         if job.blobs_erased or not default_storage.exists(job.output_name(index)):
             raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
-        response = FileResponse(default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream")
+        response = FileResponse(
+            default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream"
+        )
         response["X-Moai-Output-Index"] = str(index)
         return response
 

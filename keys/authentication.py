@@ -41,6 +41,7 @@ def _find_key(raw_key: str) -> ClientApiKey | None:
         api_key = ClientApiKey.objects.get_from_key(raw_key)
     except ClientApiKey.DoesNotExist:
         return None
+    assert isinstance(api_key, ClientApiKey)
     return None if api_key.has_expired or api_key.revoked else api_key
 
 

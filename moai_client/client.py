@@ -92,7 +92,7 @@ class MoaiClient:
         """Generate keys locally (once per model version) and upload only the evaluation keys."""
         from concrete.ml.deployment import FHEModelClient
 
-        folder, info = self._bundle_dir(name)
+        folder, _info = self._bundle_dir(name)
         fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
         with tqdm(total=1, desc=f"keygen {name}", disable=not self.progress, leave=False) as bar:
             fhe.generate_private_and_evaluation_keys()
@@ -140,7 +140,9 @@ class MoaiClient:
         """Poll until the job ends; raises MoaiJobFailed unless it succeeded."""
         deadline = time.monotonic() + timeout
         delay = 0.02
-        with tqdm(desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed} {postfix}") as bar:
+        with tqdm(
+            desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed} {postfix}"
+        ) as bar:
             while True:
                 job = self.job(job_id)
                 bar.set_postfix_str(job["status"])

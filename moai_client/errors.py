@@ -23,7 +23,9 @@ class MoaiApiError(MoaiError):
 class MoaiJobFailed(MoaiError):
     def __init__(self, job: dict[str, Any]) -> None:
         error = job.get("error") or {}
-        super().__init__(f"job {job.get('job_id')} ended {job.get('status')}: {error.get('code')}: {error.get('message')}")
+        super().__init__(
+            f"job {job.get('job_id')} ended {job.get('status')}: {error.get('code')}: {error.get('message')}"
+        )
         self.job = job
         self.code = error.get("code")
 

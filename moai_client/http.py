@@ -14,7 +14,7 @@ from moai_client.errors import MoaiApiError
 class _ProgressReader(io.BytesIO):
     """Bytes sent as a sized body (not chunked), advancing a progress bar as they are read."""
 
-    def __init__(self, data: bytes, bar: tqdm) -> None:  # type: ignore[type-arg]
+    def __init__(self, data: bytes, bar: tqdm) -> None:
         super().__init__(data)
         self._bar = bar
 

@@ -56,8 +56,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     for exc_type, status_code, code in _DRF_CODES:
         if isinstance(exc, exc_type):
             response = Response(error_body(code, _message(exc)), status=status_code)
-            if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-                response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+            wait = getattr(exc, "wait", None)
+            if isinstance(exc, exceptions.Throttled) and wait is not None:
+                response["Retry-After"] = str(max(1, int(wait + 0.999)))
             if status_code == 401:
                 response["WWW-Authenticate"] = 'Bearer realm="moai"'
             return response

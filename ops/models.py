@@ -34,7 +34,8 @@ class AuditRecord(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.at:%Y-%m-%d %H:%M:%S} {self.actor_kind}:{self.actor} {self.action} {self.target_type}:{self.target_id}"
+        who = f"{self.actor_kind}:{self.actor}"
+        return f"#{self.pk} {self.at:%Y-%m-%d %H:%M:%S} {who} {self.action} {self.target_type}:{self.target_id}"
 
     def content(self) -> dict[str, Any]:
         """What the digest covers: every field a reader relies on."""

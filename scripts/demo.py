@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -35,7 +34,9 @@ def main() -> int:
     if DATA_DIR.exists():
         shutil.rmtree(DATA_DIR)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"MOAI_DATA_DIR": str(DATA_DIR), "DEBUG": "1", "MOAI_WORKER_POOL_SIZE": "2", "MOAI_LOG_LEVEL": "WARNING"})
+    env.update(
+        {"MOAI_DATA_DIR": str(DATA_DIR), "DEBUG": "1", "MOAI_WORKER_POOL_SIZE": "2", "MOAI_LOG_LEVEL": "WARNING"}
+    )
     step("migrating a fresh SQLite database under var/demo")
     manage("migrate", "--verbosity", "0", env=env)
     step("building and registering the demo models (train, compile, one throwaway keygen each)")
@@ -52,7 +53,9 @@ def main() -> int:
     return 1 if mismatches else 0
 
 
-def run_client(url: str, api_key: str) -> tuple[list[tuple[str, int, int, int, int]], list[tuple[str, float, float, float, float]]]:
+def run_client(
+    url: str, api_key: str
+) -> tuple[list[tuple[str, int, int, int, int]], list[tuple[str, float, float, float, float]]]:
     from moai_client import MoaiClient
 
     client = MoaiClient(url, api_key, DATA_DIR / "client-keys", progress=sys.stderr.isatty())
@@ -80,7 +83,9 @@ def step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def print_table(rows: list[tuple[str, int, int, int, int]], timings: list[tuple[str, float, float, float, float]]) -> None:
+def print_table(
+    rows: list[tuple[str, int, int, int, int]], timings: list[tuple[str, float, float, float, float]]
+) -> None:
     print(f"\n{'model':<22} {'row':>3} {'true':>5} {'clear':>6} {'decrypted':>10}  match")
     for name, i, truth, clear, decrypted in rows:
         print(f"{name:<22} {i:>3} {truth:>5} {clear:>6} {decrypted:>10}  {'yes' if clear == decrypted else 'NO'}")

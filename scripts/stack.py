@@ -43,12 +43,24 @@ class Stack:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self, timeout: float = 90.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._spawn("web", [str(BIN / "gunicorn"), "moai_site.wsgi", "-c", "moai_site/gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"])
+        self._spawn(
+            "web",
+            [
+                str(BIN / "gunicorn"),
+                "moai_site.wsgi",
+                "-c",
+                "moai_site/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+        )
         self.start_worker()
         deadline = time.monotonic() + timeout
         while not (self._ready() and self.worker_ready()):
@@ -64,7 +76,16 @@ class Stack:
     def start_worker(self) -> None:
         self._spawn(
             "worker",
-            [str(BIN / "celery"), "-A", "moai_site", "worker", "--loglevel", "INFO", "--concurrency", str(self.concurrency)],
+            [
+                str(BIN / "celery"),
+                "-A",
+                "moai_site",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(self.concurrency),
+            ],
         )
 
     def worker_ready(self) -> bool:

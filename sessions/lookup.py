@@ -24,9 +24,9 @@ def own_session_or_404(request: Request, context_id: str) -> KeySession:
         parsed = uuid.UUID(context_id)
     except ValueError:
         raise ApiError(404, "context_not_found", "No such context.") from None
-    session = (
-        KeySession.objects.select_related("model_version", "client").filter(pk=parsed, client=request.user).first()
-    )
+    client = request.user
+    assert isinstance(client, ApiClient)
+    session = KeySession.objects.select_related("model_version", "client").filter(pk=parsed, client=client).first()
     if session is None:
         raise ApiError(404, "context_not_found", "No such context.")
     return services.ensure_current(session)

@@ -83,7 +83,10 @@ def test_wrong_ciphertext_size_names_the_input(alice, context_id, bundles):
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["code"], error["expected_bytes"], error["actual_bytes"], error["index"]) == (
-        "ciphertext_size_mismatch", 984, 983, 1
+        "ciphertext_size_mismatch",
+        984,
+        983,
+        1,
     )
     assert not Job.objects.exists()
 

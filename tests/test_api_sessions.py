@@ -62,8 +62,12 @@ def test_oversized_keys_are_refused_before_the_body_is_read(alice, logreg, setti
     stream = io.BytesIO(b"x" * 5000)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {alice.api_key}")
     response = client.generic(
-        "POST", "/api/v1/models/breast-cancer-logreg/sessions", b"", content_type="application/octet-stream",
-        CONTENT_LENGTH="5000", **{"wsgi.input": stream},
+        "POST",
+        "/api/v1/models/breast-cancer-logreg/sessions",
+        b"",
+        content_type="application/octet-stream",
+        CONTENT_LENGTH="5000",
+        **{"wsgi.input": stream},
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"

@@ -1,0 +1,28 @@
+"""The audit log's hash chain."""
+
+from __future__ import annotations
+
+from ops import audit
+from ops.audit import Actor
+from ops.models import AuditRecord
+
+
+def test_chain_verifies_and_an_edit_is_found(db):
+    for i in range(3):
+        audit.record(Actor.client("alice", "10.0.0.1"), "session.created", "session", i, reason="r")
+    assert audit.verify_chain(AuditRecord.objects.order_by("id").iterator()) is None
+    second = AuditRecord.objects.order_by("id")[1]
+    AuditRecord.objects.filter(pk=second.pk).update(reason="edited")
+    fault = audit.verify_chain(AuditRecord.objects.order_by("id").iterator())
+    assert fault is not None
+    assert fault.record_id == second.pk
+
+
+def test_a_deleted_record_is_found(db):
+    for i in range(3):
+        audit.record(Actor.system(), "session.expired", "session", i)
+    ids = list(AuditRecord.objects.order_by("id").values_list("id", flat=True))
+    AuditRecord.objects.filter(pk=ids[1]).delete()
+    fault = audit.verify_chain(AuditRecord.objects.order_by("id").iterator())
+    assert fault is not None
+    assert fault.record_id == ids[2]

@@ -1,0 +1,163 @@
+"""End to end: gunicorn and a Celery worker as separate processes, driven over HTTP.
+
+The data owner's side is the real client library with real keys; the server
+side shares only the database, the broker and blob storage with this test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import connection
+
+from inference.models import Job
+from moai_client import MoaiClient, MoaiJobFailed
+from scripts.stack import Stack
+from sessions.models import KeySession
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _database_url() -> str:
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or "postgres"
+    return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Stack]:
+    with django_db_blocker.unblock():
+        env = {
+            "DJANGO_SETTINGS_MODULE": "moai_site.settings",
+            "DATABASE_URL": _database_url(),
+            "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "DEBUG": "0",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "MOAI_WORKER_POOL_SIZE": "2",
+        }
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()  # the test run's own Redis database only
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env["REDIS_URL"] = ""
+    with Stack(env, tmp_path_factory.mktemp("stack-logs")) as running:
+        yield running
+
+
+@pytest.fixture
+def owner(stack, make_tenant, tmp_path) -> MoaiClient:
+    tenant = make_tenant("owner")
+    return MoaiClient(stack.url, tenant.api_key, tmp_path / "owner-keys", progress=False, timeout=30)
+
+
+def test_client_library_decrypts_correct_predictions_single_and_batch(stack, owner, logreg, tree, bundles):
+    for model in ("iris-tree", "breast-cancer-logreg"):
+        samples = bundles[model].samples
+        session = owner.open_session(model)
+        single = owner.predict(session, samples["X"][:1], timeout=120)
+        assert single.job["status"] == "succeeded"
+        assert single.labels.tolist() == samples["clear_prediction"][:1].tolist()
+        batch = owner.predict(session, samples["X"], timeout=120)
+        assert batch.job["inputs"] == len(samples["X"])
+        assert batch.labels.tolist() == samples["clear_prediction"].tolist()
+        assert np.allclose(batch.scores.sum(axis=1), 1.0, atol=0.05)  # class probabilities
+
+
+def test_another_clients_session_job_and_result_answer_404(stack, owner, make_tenant, logreg, bundles):
+    session = owner.open_session("breast-cancer-logreg")
+    done = owner.predict(session, bundles["breast-cancer-logreg"].samples["X"][:1], timeout=60)
+    job_id = done.job["job_id"]
+    intruder = {"Authorization": f"Bearer {make_tenant('intruder').api_key}"}
+    base = f"{stack.url}/api/v1"
+    for method, path in [
+        ("GET", f"sessions/{session.context_id}"),
+        ("DELETE", f"sessions/{session.context_id}"),
+        ("POST", f"sessions/{session.context_id}/jobs"),
+        ("GET", f"jobs/{job_id}"),
+        ("GET", f"jobs/{job_id}/result"),
+        ("DELETE", f"jobs/{job_id}"),
+    ]:
+        response = requests.request(method, f"{base}/{path}", headers=intruder, data=b"x", timeout=10)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] in ("context_not_found", "job_not_found")
+    assert owner.session_info(session.context_id)["status"] == "active"
+
+
+def test_oversized_key_upload_is_refused_before_the_body_is_sent(stack, owner, logreg):
+    api_key = owner.http.session.headers["Authorization"]
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "POST /api/v1/models/breast-cancer-logreg/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {api_key}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {settings.MOAI_MAX_KEY_BYTES + 1}\r\n\r\n"
+            ).encode()
+        )
+        started = time.monotonic()
+        reply = _read_response(sock)
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert '"payload_too_large"' in reply
+    assert time.monotonic() - started < 5
+
+
+def test_a_circuit_that_aborts_fails_its_job_and_the_worker_goes_on(stack, owner, tree, bundles):
+    session = owner.open_session("iris-tree")
+    # Keys made for another model slip past the upload checks only if storage is
+    # tampered with; the runtime then aborts the process that runs the circuit.
+    keys_blob = KeySession.objects.get(pk=session.context_id).keys_blob
+    default_storage.delete(keys_blob)
+    default_storage.save(keys_blob, _as_file(bundles["breast-cancer-logreg"].evaluation_keys))
+    job = owner.submit(session, session.encrypt(bundles["iris-tree"].samples["X"][:1]))
+    with pytest.raises(MoaiJobFailed) as failed:
+        owner.wait(job["job_id"], timeout=120)
+    assert failed.value.code == "circuit_aborted"
+    time.sleep(2)
+    row = Job.objects.get(pk=job["job_id"])
+    assert (row.status, row.attempts) == ("failed", 1)  # failed once, not re-run
+    healthy = owner.open_session("iris-tree")
+    again = owner.predict(healthy, bundles["iris-tree"].samples["X"][:2], timeout=120)
+    assert again.labels.tolist() == bundles["iris-tree"].samples["clear_prediction"][:2].tolist()
+    assert stack.processes["worker"].poll() is None
+
+
+def _read_response(sock: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")
+
+
+def _as_file(data: bytes):
+    from django.core.files.base import ContentFile
+
+    return ContentFile(data)
+
+
+def test_health_and_schema_endpoints(stack):
+    assert requests.get(f"{stack.url}/healthz", timeout=5).json()["status"] == "ok"
+    ready = requests.get(f"{stack.url}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert "openapi" in requests.get(f"{stack.url}/api/schema", timeout=10).text
+    assert os.environ.get("DJANGO_SETTINGS_MODULE") == "tests.settings"
+    assert Path(settings.MOAI_DATA_DIR).is_dir()

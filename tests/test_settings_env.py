@@ -1,0 +1,43 @@
+"""Configuration from the environment, including *_FILE secrets, and the services under test."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from moai_site.env import ConfigError, env_bool, env_int, env_str
+from tests import settings as test_settings
+
+
+def test_file_variant_is_read_and_stripped(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    monkeypatch.delenv("MOAI_X", raising=False)
+    monkeypatch.setenv("MOAI_X_FILE", str(secret))
+    assert env_str("MOAI_X") == "s3cret"
+    monkeypatch.setenv("MOAI_X", "direct")
+    assert env_str("MOAI_X") == "direct"
+
+
+def test_bad_values_are_refused(monkeypatch):
+    monkeypatch.setenv("MOAI_N", "ten")
+    with pytest.raises(ConfigError):
+        env_int("MOAI_N", 1)
+    monkeypatch.setenv("MOAI_N", "0")
+    with pytest.raises(ConfigError):
+        env_int("MOAI_N", 1, minimum=1)
+    monkeypatch.setenv("MOAI_B", "maybe")
+    with pytest.raises(ConfigError):
+        env_bool("MOAI_B", False)
+    monkeypatch.setenv("MOAI_MISSING_FILE", "/nonexistent/file")
+    with pytest.raises(ConfigError):
+        env_str("MOAI_MISSING")
+
+
+def test_ci_runs_against_real_postgresql_and_redis(db):
+    if not test_settings.REQUIRE:
+        pytest.skip("only enforced when CI or MOAI_TEST_REQUIRE_SERVICES is set")
+    assert connection.vendor == "postgresql"
+    assert settings.REDIS_URL
+    assert settings.CELERY_BROKER_URL.startswith("redis://")
