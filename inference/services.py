@@ -81,6 +81,10 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before for a different body."""
 
 
+class SessionEndedError(Exception):
+    """The session ended while the job was being submitted."""
+
+
 def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor) -> tuple[Job, bool]:
     """Store the inputs, create the job and enqueue it once committed. Returns (job, created)."""
     inputs_sha256 = inputs.digest()
@@ -100,6 +104,14 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
     stored = [_store_input(job, index, path) for index, path in enumerate(inputs.paths)]
     try:
         with transaction.atomic():
+            # Lock the session so it cannot end between the status check and the insert:
+            # ending it cancels queued jobs, and this one must be among them or not exist.
+            if (
+                not KeySession.objects.select_for_update()
+                .filter(pk=session.pk, status=KeySession.Status.ACTIVE)
+                .exists()
+            ):
+                raise SessionEndedError(str(session.pk))
             job.save(force_insert=True)
             audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
             transaction.on_commit(lambda: _enqueue(job.id))

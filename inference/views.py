@@ -16,7 +16,7 @@ from inference import services, uploads
 from inference.ciphertexts import check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
-from inference.services import IdempotencyConflict, JobInputs
+from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
 from ops.errors import ApiError
 from sessions.lookup import active_session_or_error, client_actor
@@ -64,6 +64,8 @@ class JobSubmitView(APIView):
             check_inputs(paths, session.model_version, settings.MOAI_MAX_BATCH_INPUTS)
             try:
                 job, _created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
+            except SessionEndedError:
+                raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None
             except IdempotencyConflict as exc:
                 raise ApiError(
                     409,

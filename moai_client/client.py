@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from moai_client.errors import MoaiJobFailed, MoaiTimeout
+from moai_client.errors import MoaiError, MoaiJobFailed, MoaiTimeout
 from moai_client.http import Http
 
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -105,6 +106,27 @@ class MoaiClient:
             model_version=body["model_version"],
             expires_at=body["expires_at"],
             key_fingerprint=body["key_fingerprint"],
+            fhe=fhe,
+        )
+
+    def resume_session(self, context_id: str) -> Session:
+        """Reattach to a session opened earlier from this key directory (for example by another CLI call)."""
+        from concrete.ml.deployment import FHEModelClient
+
+        info = self.session_info(context_id)
+        folder = self.key_dir / f"{info['model']}-v{info['model_version']}"
+        if not (folder / "client.zip").exists():
+            raise MoaiError(f"no keys for {info['model']} v{info['model_version']} in {self.key_dir}")
+        fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
+        fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
+        if hashlib.sha256(fhe.get_serialized_evaluation_keys()).hexdigest() != info["key_fingerprint"]:
+            raise MoaiError(f"the keys in {folder} are not the ones session {context_id} was opened with")
+        return Session(
+            context_id=context_id,
+            model=info["model"],
+            model_version=info["model_version"],
+            expires_at=info["expires_at"],
+            key_fingerprint=info["key_fingerprint"],
             fhe=fhe,
         )
 

@@ -188,6 +188,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CONCURRENCY = MOAI_WORKER_POOL_SIZE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "moai"
+# Beat keeps its last-run times in a file; the data folder is writable, the code folder may not be.
+CELERY_BEAT_SCHEDULE_FILENAME = str(MOAI_DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 60.0},
 }

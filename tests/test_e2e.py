@@ -161,3 +161,41 @@ def test_health_and_schema_endpoints(stack):
     assert "openapi" in requests.get(f"{stack.url}/api/schema", timeout=10).text
     assert os.environ.get("DJANGO_SETTINGS_MODULE") == "tests.settings"
     assert Path(settings.MOAI_DATA_DIR).is_dir()
+
+
+def test_cli_predicts_with_a_new_and_with_a_resumed_session(stack, make_tenant, logreg, bundles, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    samples = bundles["breast-cancer-logreg"].samples
+    np.save(tmp_path / "rows.npy", samples["X"][:3])
+    env = {
+        **os.environ,
+        "MOAI_URL": stack.url,
+        "MOAI_API_KEY": make_tenant("cli-user").api_key,
+        "MOAI_KEY_DIR": str(tmp_path / "keys"),
+    }
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "moai_client", "--quiet", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    expected = samples["clear_prediction"][:3].tolist()
+    assert cli("predict", "breast-cancer-logreg", str(tmp_path / "rows.npy"))["labels"] == expected
+    context_id = cli("session", "open", "breast-cancer-logreg")["context_id"]
+    resumed = cli("predict", "breast-cancer-logreg", str(tmp_path / "rows.npy"), "--context", context_id)
+    assert (resumed["labels"], resumed["context_id"]) == (expected, context_id)
+    assert cli("session", "show", context_id)["status"] == "active"
+    refused = subprocess.run(
+        [sys.executable, "-m", "moai_client", "--quiet", "session", "show", "not-a-context"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "context_not_found" in refused.stderr

@@ -1,0 +1,3 @@
+from moai_client.cli import main
+
+raise SystemExit(main())
