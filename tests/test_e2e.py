@@ -179,7 +179,11 @@ def test_cli_predicts_with_a_new_and_with_a_resumed_session(stack, make_tenant, 
 
     def cli(*args: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "moai_client", "--quiet", *args], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "moai_client", "--quiet", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
