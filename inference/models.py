@@ -27,6 +27,9 @@ class ModelVersion(models.Model):
     input_ciphertext_bytes = models.PositiveBigIntegerField()
     output_ciphertext_bytes = models.PositiveBigIntegerField()
     input_features = models.PositiveIntegerField()
+    # True when every keygen yields the same evaluation keys (no key material, e.g. a
+    # linear model): a key rotation then cannot require "fresh" keys for this model.
+    evaluation_keys_constant = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -13,6 +13,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# Keys that carry bootstrapping or key-switching material are megabytes and random;
+# only tiny ones are worth a second keygen to see whether they are always the same.
+SMALL_KEYS_BYTES = 4096
+
 
 class BundleError(ValueError):
     """The folder is not a usable FHEModelDev export."""
@@ -25,6 +29,9 @@ class BundleFacts:
     output_ciphertext_bytes: int
     input_features: int
     server_sha256: str
+    # Some circuits (linear models: no bootstrapping) need no evaluation-key material:
+    # every keygen then serializes to the same bytes, and keys cannot be told apart.
+    evaluation_keys_constant: bool
 
 
 def sha256_file(path: Path) -> str:
@@ -64,6 +71,7 @@ def measure_bundle(folder: Path) -> BundleFacts:
             keys = client.get_serialized_evaluation_keys()
             ciphertext = client.quantize_encrypt_serialize(np.zeros((1, n_features)))
             output = server.run(ciphertext, fhe.EvaluationKeys.deserialize(keys))
+            constant = len(keys) <= SMALL_KEYS_BYTES and keys == _second_keygen(folder)
     except BundleError:
         raise
     except Exception as exc:
@@ -76,4 +84,15 @@ def measure_bundle(folder: Path) -> BundleFacts:
         output_ciphertext_bytes=len(output),
         input_features=n_features,
         server_sha256=sha256_file(folder / "server.zip"),
+        evaluation_keys_constant=constant,
     )
+
+
+def _second_keygen(folder: Path) -> bytes:
+    from concrete.ml.deployment import FHEModelClient
+
+    with tempfile.TemporaryDirectory(prefix="moai-keygen-") as key_dir:
+        client = FHEModelClient(str(folder), key_dir=key_dir)
+        client.generate_private_and_evaluation_keys()
+        keys: bytes = client.get_serialized_evaluation_keys()
+        return keys

@@ -136,6 +136,10 @@ class KeyCache:
                 break
             self._used -= self._entries.pop(oldest)[1]
 
+    def session_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._entries
 

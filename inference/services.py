@@ -10,6 +10,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.files import File
@@ -51,6 +52,7 @@ def register_model(name: str, folder: Path, description: str, actor: Actor) -> M
                 input_ciphertext_bytes=facts.input_ciphertext_bytes,
                 output_ciphertext_bytes=facts.output_ciphertext_bytes,
                 input_features=facts.input_features,
+                evaluation_keys_constant=facts.evaluation_keys_constant,
             )
             audit.record(actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256)
     except BaseException:
@@ -161,6 +163,39 @@ def cancel_job(job: Job, actor: Actor) -> bool:
             audit.record(actor, "job.cancelled", "job", job.id, "cancelled by request")
     job.refresh_from_db()
     return bool(updated)
+
+
+def stop_for_session_end(job: Job, code: str, actor: Actor) -> None:
+    """Cancel a queued job, or fail a running one, because its session ended."""
+    was = job.status
+    if was == Job.Status.QUEUED:
+        new_status, message = Job.Status.CANCELLED, "The session ended before the job ran."
+    else:
+        new_status, message = Job.Status.FAILED, "The session ended while the job ran; its result is discarded."
+    updated = Job.objects.filter(pk=job.pk, status=was).update(
+        status=new_status, finished_at=timezone.now(), error_code=code, error_message=message
+    )
+    if updated:
+        audit.record(actor, f"job.{new_status}", "job", job.id, "session ended", error_code=code)
+
+
+def erase_blobs(job: Job) -> None:
+    """Erase a job's ciphertexts and results from storage."""
+    for index in range(job.input_count):
+        blobs.delete(job.input_name(index))
+        blobs.delete(job.output_name(index))
+    Job.objects.filter(pk=job.pk).update(blobs_erased=True)
+
+
+def purge_expired_results(retention_seconds: int) -> int:
+    """Erase the blobs of jobs that finished more than ``retention_seconds`` ago; returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=retention_seconds)
+    done = Job.objects.filter(status__in=Job.FINISHED, finished_at__lte=cutoff, blobs_erased=False)
+    count = 0
+    for job in done.iterator():
+        erase_blobs(job)
+        count += 1
+    return count
 
 
 def claim_job(job_id: str) -> Job | None:

@@ -12,6 +12,7 @@ from celery import shared_task
 from celery.signals import task_failure
 
 from inference import blobs, runtime, services
+from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from inference.models import Job
 from sessions.models import KeySession
 

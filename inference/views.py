@@ -18,6 +18,7 @@ from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
 from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
+from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
 from sessions.lookup import active_session_or_error, client_actor
 
@@ -54,6 +55,9 @@ class ModelClientBundleView(APIView):
 
 
 class JobSubmitView(APIView):
+    throttle_classes = [ClientRateThrottle]
+    throttle_scope = "jobs"
+
     def post(self, request: Request, context_id: str) -> Response:
         session = active_session_or_error(request, context_id)
         cap = settings.MOAI_MAX_CIPHERTEXT_BYTES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 
 from keys.models import ApiClient, ClientApiKey
 from ops import audit
@@ -29,3 +30,41 @@ def get_client(name: str) -> ApiClient:
         return ApiClient.objects.get(name=name)
     except ApiClient.DoesNotExist:
         raise ClientError(f"no client named {name!r}") from None
+
+
+def rotate_client_keys(client: ApiClient, actor: Actor, reason: str) -> int:
+    """End all of a client's sessions and refuse the evaluation keys they used: the next session needs new keys.
+
+    Returns how many sessions were ended. Rotating again is harmless.
+    """
+    from sessions.models import KeySession
+    from sessions.services import end_sessions
+
+    with transaction.atomic():
+        ApiClient.objects.filter(pk=client.pk).update(keys_rotated_at=timezone.now())
+        audit.record(actor, "client.keys_rotated", "client", client.name, reason)
+        ended = end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"keys rotated: {reason}")
+    client.refresh_from_db()
+    return ended
+
+
+def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str) -> bool:
+    """Enable or disable a client; disabling also ends its sessions. False when nothing changed."""
+    from sessions.models import KeySession
+    from sessions.services import end_sessions
+
+    with transaction.atomic():
+        changed = ApiClient.objects.filter(pk=client.pk, is_active=not active).update(is_active=active)
+        if changed:
+            audit.record(actor, "client.enabled" if active else "client.disabled", "client", client.name, reason)
+        if not active:
+            end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"client disabled: {reason}")
+    client.refresh_from_db()
+    return bool(changed)
+
+
+def keys_were_revoked(client: ApiClient, key_fingerprint: str) -> bool:
+    """True for evaluation keys a session of this client used before its keys were rotated."""
+    if client.keys_rotated_at is None:
+        return False
+    return client.sessions.filter(key_fingerprint=key_fingerprint, created_at__lt=client.keys_rotated_at).exists()

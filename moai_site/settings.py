@@ -37,6 +37,10 @@ MOAI_MAX_CIPHERTEXT_BYTES = env_int("MOAI_MAX_CIPHERTEXT_BYTES", 16 * 1024 * 102
 # is bounded by that estimate, not by the bytes on disk.
 MOAI_KEY_CACHE_BYTES = env_int("MOAI_KEY_CACHE_BYTES", 4 * 1024 * 1024 * 1024, minimum=0)
 MOAI_KEY_MEMORY_FACTOR = 8
+MOAI_KEY_REVOCATION_SECONDS = env_int("MOAI_KEY_REVOCATION_SECONDS", 2, minimum=1)
+MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = env_int("MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT", 100, minimum=1)
+MOAI_RATE_LIMIT_SESSIONS = env_str("MOAI_RATE_LIMIT_SESSIONS", "60/min")
+MOAI_RATE_LIMIT_JOBS = env_str("MOAI_RATE_LIMIT_JOBS", "1200/min")
 MOAI_MAX_BATCH_INPUTS = env_int("MOAI_MAX_BATCH_INPUTS", 256, minimum=1)
 MOAI_RESULT_RETENTION_SECONDS = env_int("MOAI_RESULT_RETENTION_SECONDS", 3600, minimum=0)
 
@@ -148,6 +152,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "ops.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # Counted per API client in the shared cache (Redis), so limits hold across web processes.
+    "DEFAULT_THROTTLE_RATES": {"sessions": MOAI_RATE_LIMIT_SESSIONS, "jobs": MOAI_RATE_LIMIT_JOBS},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MOAI encrypted inference API",
@@ -191,7 +197,7 @@ CELERY_TASK_DEFAULT_QUEUE = "moai"
 # Beat keeps its last-run times in a file; the data folder is writable, the code folder may not be.
 CELERY_BEAT_SCHEDULE_FILENAME = str(MOAI_DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 60.0},
+    "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 30.0},
 }
 
 LOGGING = {

@@ -37,6 +37,18 @@ class Actor:
         return cls(AuditRecord.ActorKind.SYSTEM, name)
 
     @classmethod
+    def operator(cls, command: str) -> Actor:
+        """A person running ``manage.py COMMAND`` on a host: recorded as the system, with who and where."""
+        import getpass
+        import socket
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return cls(AuditRecord.ActorKind.SYSTEM, f"manage.py {command} ({user})", socket.gethostname())
+
+    @classmethod
     def client(cls, name: str, source: str = "") -> Actor:
         return cls(AuditRecord.ActorKind.CLIENT, name, source)
 

@@ -25,6 +25,7 @@ class ApiError(exceptions.APIException):
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after: int | None = None
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -50,6 +51,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response = Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
         if exc.status_code == 401:
             response["WWW-Authenticate"] = 'Bearer realm="moai"'
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
         return response
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "No such resource."), status=404)

@@ -37,6 +37,14 @@ class AuditRecord(models.Model):
         who = f"{self.actor_kind}:{self.actor}"
         return f"#{self.pk} {self.at:%Y-%m-%d %H:%M:%S} {who} {self.action} {self.target_type}:{self.target_id}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise PermissionError("audit records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit records are append-only")
+
     def content(self) -> dict[str, Any]:
         """What the digest covers: every field a reader relies on."""
         return {

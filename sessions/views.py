@@ -14,6 +14,7 @@ from inference import uploads
 from inference.services import newest_active
 from keys.evaluation_keys import KeyCheckError
 from keys.models import ApiClient
+from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
 from sessions import services
 from sessions.lookup import client_actor, own_session_or_404
@@ -35,6 +36,9 @@ def session_json(session: KeySession) -> dict[str, Any]:
 
 
 class SessionCreateView(APIView):
+    throttle_classes = [ClientRateThrottle]
+    throttle_scope = "sessions"
+
     def post(self, request: Request, name: str) -> Response:
         model = newest_active(name)
         if model is None:
@@ -46,6 +50,10 @@ class SessionCreateView(APIView):
                 session = services.open_session(client, model, path, client_actor(request))
             except KeyCheckError as exc:
                 raise ApiError(400, exc.code, str(exc), **exc.details) from None
+            except services.SessionLimitError as exc:
+                error = ApiError(429, "rate_limited", f"{exc}; end one or wait for one to expire.", limit=exc.limit)
+                error.retry_after = exc.retry_after
+                raise error from None
         body = session_json(session)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
 

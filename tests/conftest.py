@@ -153,3 +153,12 @@ def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
         "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path / "blobs")}},
     }
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_cache() -> None:
+    """Rate-limit counters live in the shared cache, keyed by client id; ids restart with each
+    test database, so counters left by an earlier run must not count against this one."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -26,3 +26,14 @@ def test_a_deleted_record_is_found(db):
     fault = audit.verify_chain(AuditRecord.objects.order_by("id").iterator())
     assert fault is not None
     assert fault.record_id == ids[2]
+
+
+def test_records_cannot_be_changed_or_deleted_through_the_model(db):
+    import pytest
+
+    entry = audit.record(Actor.system(), "client.created", "client", "x")
+    entry.reason = "changed"
+    with pytest.raises(PermissionError):
+        entry.save()
+    with pytest.raises(PermissionError):
+        entry.delete()

@@ -6,6 +6,7 @@ side shares only the database, the broker and blob storage with this test.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -203,3 +204,66 @@ def test_cli_predicts_with_a_new_and_with_a_resumed_session(stack, make_tenant, 
     )
     assert refused.returncode == 2
     assert "context_not_found" in refused.stderr
+
+
+def _cached_sessions() -> set[str]:
+    """Sessions whose keys some live worker process holds, from the processes' status files."""
+    held: set[str] = set()
+    for path in (Path(settings.MOAI_DATA_DIR) / "worker-status").glob("*.json"):
+        status = json.loads(path.read_text())
+        if _alive(status["pid"]):
+            held.update(status["cached_sessions"])
+    return held
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _eventually(check, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_invalidating_a_client_erases_its_keys_from_storage_and_every_worker(stack, owner, make_tenant, tree, bundles):
+    import subprocess
+    import sys
+
+    bystander = MoaiClient(
+        stack.url, make_tenant("bystander").api_key, Path(settings.MOAI_DATA_DIR) / "by", progress=False
+    )
+    rows = bundles["iris-tree"].samples["X"][:1]
+    owned = [owner.open_session("iris-tree") for _ in range(2)]
+    for session in owned:
+        owner.predict(session, rows, timeout=120)
+    other = bystander.open_session("iris-tree")
+    bystander.predict(other, rows, timeout=120)
+    ids = {session.context_id for session in owned}
+    assert _eventually(lambda: ids <= _cached_sessions()), "the worker never reported holding the keys"
+    key_files = {KeySession.objects.get(pk=i).keys_blob for i in ids}
+    assert all(default_storage.exists(name) for name in key_files)
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "invalidate_sessions", "--client", "owner", "--reason", "e2e incident"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "invalidated 2 session(s)" in done.stdout
+    assert not any(default_storage.exists(name) for name in key_files)
+    assert not [name for name in default_storage.listdir("keys")[1] if name.split(".")[0] in ids]
+    assert _eventually(lambda: not (ids & _cached_sessions())), "a worker still holds the invalidated keys"
+    assert other.context_id in _cached_sessions()  # another client's keys stay warm
+    with pytest.raises(Exception, match="context_invalidated"):
+        owner.predict(owned[0], rows, timeout=30)

@@ -27,9 +27,7 @@ class Command(BaseCommand):
         output: Path = options["output"] or Path(settings.MOAI_DATA_DIR) / "demo"
         for model in chosen:
             folder = build(model, output / model.name)
-            registered = register_model(
-                model.name, folder, model.description, Actor.system("manage.py build_demo_models")
-            )
+            registered = register_model(model.name, folder, model.description, Actor.operator("build_demo_models"))
             self.stdout.write(
                 f"{registered.name} v{registered.version}: keys {registered.evaluation_keys_bytes} B, "
                 f"input {registered.input_ciphertext_bytes} B, "

@@ -27,9 +27,7 @@ class Command(BaseCommand):
         except ValidationError:
             raise CommandError(f"invalid model name {name!r}: use letters, digits, '-' and '_'") from None
         try:
-            model = register_model(
-                name, options["path"], options["description"], Actor.system("manage.py register_model")
-            )
+            model = register_model(name, options["path"], options["description"], Actor.operator("register_model"))
         except BundleError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(

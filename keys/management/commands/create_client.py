@@ -23,7 +23,7 @@ class Command(BaseCommand):
         except ValidationError:
             raise CommandError(f"invalid client name {name!r}: use letters, digits, '-' and '_'") from None
         try:
-            client, raw_key = create_client(name, Actor.system("manage.py create_client"))
+            client, raw_key = create_client(name, Actor.operator("create_client"))
         except ClientError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"created client {client.name}; its API key is shown once, store it now:")

@@ -5,12 +5,14 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from ops.audit import Actor
-from sessions.services import expire_due_sessions
+from sessions.services import sweep
 
 
 class Command(BaseCommand):
-    help = "End every session whose TTL has passed and erase its keys (Celery beat also runs this)."
+    help = (
+        "End every session whose TTL has passed, erase its keys, and erase results past retention (beat runs it too)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        ended = expire_due_sessions(Actor.system("manage.py expire_sessions"))
-        self.stdout.write(f"expired {ended} session(s)")
+        expired, purged = sweep(Actor.operator("expire_sessions"))
+        self.stdout.write(f"expired {expired} session(s); erased the results of {purged} job(s) past retention")

@@ -1,0 +1,97 @@
+"""Life of a Celery pool process: its key-cache janitor and its status file.
+
+Each pool process holds warm evaluation keys in memory (inference.runtime). When a
+session ends anywhere (API, command, beat, admin), the keys must leave every
+process's memory too, not only storage: a janitor thread in each process drops
+cached keys of sessions that are no longer active, every
+``MOAI_KEY_REVOCATION_SECONDS``. Jobs never wait for it: the task re-checks the
+session before every input, so no job runs with keys of an ended session.
+
+The status file (``MOAI_DATA_DIR/worker-status/<host>-<pid>.json``) says which
+sessions' keys a process holds, for operators and for the tests that prove erasure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_process_init, worker_process_shutdown
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from inference import runtime
+from sessions.models import KeySession
+
+logger = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def status_dir() -> Path:
+    return Path(settings.MOAI_DATA_DIR) / "worker-status"
+
+
+def status_path() -> Path:
+    return status_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
+
+
+def drop_ended_sessions() -> list[str]:
+    """Drop cached keys of sessions that are no longer active; returns the dropped ids."""
+    cached = runtime.keys.session_ids()
+    if not cached:
+        return []
+    active = {
+        str(pk)
+        for pk in KeySession.objects.filter(pk__in=cached, status=KeySession.Status.ACTIVE).values_list("pk", flat=True)
+    }
+    dropped = [session_id for session_id in cached if session_id not in active]
+    for session_id in dropped:
+        runtime.keys.drop(session_id)
+    if dropped:
+        logger.info("dropped cached keys of ended sessions", extra={"sessions": len(dropped)})
+    return dropped
+
+
+def write_status() -> None:
+    status: dict[str, Any] = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "cached_sessions": runtime.keys.session_ids(),
+        "cached_key_bytes_estimate": runtime.keys.used_bytes,
+        "updated_at": timezone.now().isoformat(),
+    }
+    path = status_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(status))
+    partial.replace(path)
+
+
+def _janitor() -> None:
+    while not _stop.wait(settings.MOAI_KEY_REVOCATION_SECONDS):
+        try:
+            close_old_connections()
+            drop_ended_sessions()
+            write_status()
+        except Exception:  # a database blip must not kill the janitor; it tries again next round
+            logger.exception("key cache janitor round failed")
+            time.sleep(1)
+
+
+@worker_process_init.connect
+def _start_janitor(**_: Any) -> None:
+    _stop.clear()
+    threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()
+
+
+@worker_process_shutdown.connect
+def _stop_janitor(**_: Any) -> None:
+    _stop.set()
+    status_path().unlink(missing_ok=True)

@@ -1,0 +1,208 @@
+"""Session and key lifecycle: expiry, invalidation, rotation, disabling, retention, limits."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from inference import services
+from inference.models import Job
+from keys.throttling import ClientRateThrottle
+from ops.models import AuditRecord
+from sessions.models import KeySession
+from tests.helpers import error_code, post_bytes
+
+LOGREG = "breast-cancer-logreg"
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def submit(tenant, context_id, body):
+    return post_bytes(tenant.http, f"/api/v1/sessions/{context_id}/jobs", body)
+
+
+@pytest.fixture
+def queued(alice, logreg, open_session, bundles, django_capture_on_commit_callbacks):
+    context_id = open_session(alice, logreg)
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    return KeySession.objects.get(pk=context_id), Job.objects.get(pk=job_id)
+
+
+def test_invalidation_cancels_a_queued_job_and_erases_keys_and_inputs(queued):
+    session, job = queued
+    assert default_storage.exists(session.keys_blob)
+    assert default_storage.exists(job.input_name(0))
+    assert "invalidated 1 session(s)" in run("invalidate_sessions", "--context", str(session.pk), "--reason", "leak")
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("cancelled", "context_invalidated")
+    assert not default_storage.exists(session.keys_blob)
+    assert not default_storage.exists(job.input_name(0))
+    record = AuditRecord.objects.get(action="session.invalidated", target_id=str(session.pk))
+    assert record.reason == "leak"
+    assert record.actor.startswith("manage.py invalidate_sessions")
+
+
+def test_invalidation_while_running_discards_the_result(queued, alice):
+    _session, job = queued
+    claimed = services.claim_job(str(job.pk))
+    run("invalidate_sessions", "--client", "alice", "--reason", "incident 7")
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("failed", "context_invalidated")
+    # The worker finishes its circuit afterwards: its output must not survive.
+    from inference import blobs
+
+    blobs.save_bytes(job.output_name(0), b"late output")
+    assert services.finish_job(claimed) is False
+    assert not default_storage.exists(job.output_name(0))
+    body = alice.http.get(f"/api/v1/jobs/{job.pk}").json()
+    assert body["error"]["code"] == "context_invalidated"
+
+
+def test_double_invalidation_changes_nothing_the_second_time(queued):
+    session, _ = queued
+    run("invalidate_sessions", "--model", LOGREG, "--reason", "first")
+    assert "invalidated 0 session(s); 1 had already ended" in run("invalidate_sessions", "--all", "--reason", "second")
+    assert AuditRecord.objects.filter(action="session.invalidated", target_id=str(session.pk)).count() == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--context", "00000000-0000-0000-0000-000000000000"],
+        ["--context", "nope"],
+        ["--client", "nobody"],
+        ["--model", "nothing"],
+    ],
+)
+def test_invalidate_unknown_targets_fail_clearly(db, args):
+    with pytest.raises(CommandError):
+        run("invalidate_sessions", *args, "--reason", "x")
+
+
+def test_invalidate_needs_a_reason(queued):
+    with pytest.raises(CommandError, match="reason"):
+        run("invalidate_sessions", "--all", "--reason", "  ")
+    assert KeySession.objects.filter(status="active").count() == 1
+
+
+def test_rotation_ends_sessions_and_refuses_the_old_keys(alice, tree, open_session, bundles, tmp_path):
+    context_id = open_session(alice, tree)
+    assert "ended 1 session(s)" in run("rotate_client_keys", "alice", "--reason", "laptop stolen")
+    assert KeySession.objects.get(pk=context_id).status == "invalidated"
+    old_keys = bundles["iris-tree"].evaluation_keys
+    refused = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", old_keys)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_evaluation_keys"
+    assert refused.json()["error"]["revoked"] == 1
+    from concrete.ml.deployment import FHEModelClient
+
+    fresh = FHEModelClient(str(bundles["iris-tree"].folder), key_dir=str(tmp_path / "new-keys"))
+    fresh.generate_private_and_evaluation_keys()
+    new_keys = fresh.get_serialized_evaluation_keys()
+    assert new_keys != old_keys
+    assert post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", new_keys).status_code == 201
+    assert AuditRecord.objects.filter(action="client.keys_rotated", reason="laptop stolen").count() == 1
+    assert AuditRecord.objects.filter(action="session.refused", details__error_code="invalid_evaluation_keys").exists()
+
+
+def test_models_without_key_material_are_measured_as_such(logreg, tree):
+    # Linear circuits need no bootstrapping keys: every keygen gives the same bytes,
+    # so a rotation cannot demand fresh ones; trees carry real key material.
+    assert logreg.evaluation_keys_constant is True
+    assert tree.evaluation_keys_constant is False
+
+
+def test_rotating_an_unknown_client_fails(db):
+    with pytest.raises(CommandError, match="no client named"):
+        run("rotate_client_keys", "ghost", "--reason", "x")
+
+
+def test_disable_and_enable_client(alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    assert "alice disabled" in run("disable_client", "alice", "--reason", "unpaid")
+    assert alice.http.get("/api/v1/models").status_code == 403
+    assert KeySession.objects.get(pk=context_id).status == "invalidated"
+    assert "already disabled" in run("disable_client", "alice", "--reason", "again")
+    assert "alice enabled" in run("enable_client", "alice", "--reason", "paid")
+    assert alice.http.get("/api/v1/models").status_code == 200
+    with pytest.raises(CommandError):
+        run("enable_client", "ghost", "--reason", "x")
+
+
+def test_a_clock_moved_forward_does_not_resurrect_an_expired_session(alice, logreg, open_session, bundles):
+    context_id = open_session(alice, logreg)
+    KeySession.objects.filter(pk=context_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    run("expire_sessions")
+    KeySession.objects.filter(pk=context_id).update(expires_at=timezone.now() + timedelta(hours=1))
+    response = submit(alice, context_id, bundles[LOGREG].encrypt(0))
+    assert (response.status_code, error_code(response)) == (410, "context_expired")
+    assert alice.http.get(f"/api/v1/sessions/{context_id}").json()["status"] == "expired"
+
+
+def test_results_are_erased_when_the_session_ends(
+    alice, logreg, open_session, bundles, django_capture_on_commit_callbacks
+):
+    context_id = open_session(alice, logreg)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    assert alice.http.get(f"/api/v1/jobs/{job_id}/result").status_code == 200
+    alice.http.delete(f"/api/v1/sessions/{context_id}")
+    gone = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert (gone.status_code, error_code(gone)) == (410, "result_erased")
+
+
+def test_results_are_erased_after_retention(
+    alice, logreg, open_session, bundles, settings, django_capture_on_commit_callbacks
+):
+    context_id = open_session(alice, logreg)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    settings.MOAI_RESULT_RETENTION_SECONDS = 60
+    assert "results of 0 job(s)" in run("expire_sessions")
+    Job.objects.filter(pk=job_id).update(finished_at=timezone.now() - timedelta(seconds=61))
+    assert "results of 1 job(s)" in run("expire_sessions")
+    gone = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert (gone.status_code, error_code(gone)) == (410, "result_erased")
+
+
+def test_job_submission_is_rate_limited_per_client(alice, mallory, logreg, open_session, bundles, monkeypatch):
+    monkeypatch.setattr(ClientRateThrottle, "THROTTLE_RATES", {"sessions": "100/min", "jobs": "2/min"})
+    alices, mallorys = open_session(alice, logreg), open_session(mallory, logreg)
+    ciphertext = bundles[LOGREG].encrypt(0)
+    assert [submit(alice, alices, ciphertext).status_code for _ in range(2)] == [202, 202]
+    limited = submit(alice, alices, ciphertext)
+    assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
+    assert int(limited["Retry-After"]) > 0
+    assert submit(mallory, mallorys, ciphertext).status_code == 202  # another client has its own budget
+
+
+def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bundles, settings):
+    settings.MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = 2
+    first = open_session(alice, logreg)
+    open_session(alice, logreg)
+    refused = post_bytes(alice.http, f"/api/v1/models/{LOGREG}/sessions", bundles[LOGREG].evaluation_keys)
+    assert (refused.status_code, error_code(refused)) == (429, "rate_limited")
+    assert 0 < int(refused["Retry-After"]) <= 3601
+    alice.http.delete(f"/api/v1/sessions/{first}")
+    assert open_session(alice, logreg)
+
+
+def test_queue_status_counts_per_model(queued):
+    output = run("queue_status")
+    assert LOGREG in output
+    import json
+
+    [row] = json.loads(run("queue_status", "--json"))
+    assert (row["model"], row["queued"], row["running"]) == (LOGREG, 1, 0)
+    assert row["oldest_queued_seconds"] >= 0
