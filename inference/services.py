@@ -62,6 +62,18 @@ def register_model(name: str, folder: Path, description: str, actor: Actor) -> M
     return model
 
 
+def retire_model(model: ModelVersion, actor: Actor, reason: str) -> bool:
+    """Stop offering a model version to new sessions; open sessions keep running. False if already retired."""
+    with transaction.atomic():
+        updated = ModelVersion.objects.filter(pk=model.pk, status=ModelVersion.Status.ACTIVE).update(
+            status=ModelVersion.Status.RETIRED
+        )
+        if updated:
+            audit.record(actor, "model.retired", "model", f"{model.name}:v{model.version}", reason)
+    model.refresh_from_db()
+    return bool(updated)
+
+
 def newest_active(name: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(name=name, status=ModelVersion.Status.ACTIVE).order_by("-version").first()
 

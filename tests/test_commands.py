@@ -96,3 +96,15 @@ def test_every_management_command_of_the_project_has_a_test():
         name for name in ours if f'run("{name}"' not in test_sources and f'call_command("{name}"' not in test_sources
     ]
     assert untested == []
+
+
+def test_retire_model_falls_back_to_the_previous_version(alice, logreg, register):
+    second = register("breast-cancer-logreg")
+    assert "v2 retired" in run("retire_model", "breast-cancer-logreg", "--reason", "regression found")
+    assert alice.http.get("/api/v1/models/breast-cancer-logreg").json()["version"] == 1
+    assert "already retired" in run("retire_model", "breast-cancer-logreg", "--model-version", "2", "--reason", "again")
+    second.refresh_from_db()
+    assert second.status == "retired"
+    assert AuditRecord.objects.filter(action="model.retired", reason="regression found").count() == 1
+    with pytest.raises(CommandError):
+        run("retire_model", "nothing", "--reason", "x")
