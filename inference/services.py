@@ -21,7 +21,7 @@ from django.utils import timezone
 from inference import blobs
 from inference.models import Job, ModelVersion
 from inference.registration import measure_bundle
-from ops import audit
+from ops import audit, metrics
 from ops.audit import Actor
 from sessions.models import KeySession
 
@@ -141,7 +141,7 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
         for name in stored:
             blobs.delete(name)
         raise
-    logger.info("job queued", extra={"job_id": str(job.id), "context_id": str(session.id), "inputs": job.input_count})
+    logger.info("job queued", extra={**_log_fields(job), "inputs": job.input_count})
     return job, True
 
 
@@ -174,6 +174,9 @@ def cancel_job(job: Job, actor: Actor) -> bool:
         if updated:
             audit.record(actor, "job.cancelled", "job", job.id, "cancelled by request")
     job.refresh_from_db()
+    if updated:
+        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
+        logger.info("job cancelled", extra=_log_fields(job))
     return bool(updated)
 
 
@@ -189,6 +192,9 @@ def stop_for_session_end(job: Job, code: str, actor: Actor) -> None:
     )
     if updated:
         audit.record(actor, f"job.{new_status}", "job", job.id, "session ended", error_code=code)
+        job.refresh_from_db()
+        metrics.observe_job_end(job.model_version.name, new_status, job.latency_ms, code)
+        logger.info(f"job {new_status}: session ended", extra={**_log_fields(job), "error_code": code})
 
 
 def erase_blobs(job: Job) -> None:
@@ -221,7 +227,10 @@ def claim_job(job_id: str) -> Job | None:
     )
     if not updated:
         return None
-    return Job.objects.select_related("session", "model_version", "client").get(pk=job_id)
+    job = Job.objects.select_related("session", "model_version", "client").get(pk=job_id)
+    waited_ms = int((job.started_at - job.submitted_at).total_seconds() * 1000) if job.started_at else None
+    logger.info("job running", extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms})
+    return job
 
 
 def finish_job(job: Job) -> bool:
@@ -233,8 +242,21 @@ def finish_job(job: Job) -> bool:
         for index in range(job.input_count):
             blobs.delete(job.output_name(index))
     job.refresh_from_db()
-    logger.info("job finished", extra={"job_id": str(job.id), "status": job.status, "latency_ms": job.latency_ms})
+    if updated:
+        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
+    logger.info("job succeeded" if updated else "job output discarded (job ended meanwhile)", extra=_log_fields(job))
     return bool(updated)
+
+
+def _log_fields(job: Job) -> dict[str, object]:
+    return {
+        "job_id": str(job.id),
+        "context_id": str(job.session_id),
+        "model": job.model_version.name,
+        "client": job.client.name,
+        "status": job.status,
+        "latency_ms": job.latency_ms,
+    }
 
 
 def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None) -> bool:
@@ -245,5 +267,8 @@ def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None) -
         )
         if updated:
             audit.record(actor or Actor.system("worker"), "job.failed", "job", job_id, message, error_code=code)
-    logger.warning("job failed", extra={"job_id": job_id, "error_code": code})
+    if updated:
+        job = Job.objects.select_related("model_version", "client").get(pk=job_id)
+        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms, code)
+        logger.warning("job failed", extra={**_log_fields(job), "error_code": code})
     return bool(updated)

@@ -9,11 +9,13 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure
 
 from inference import blobs, runtime, services
 from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from inference.models import Job
+from ops import metrics
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
@@ -26,14 +28,23 @@ def run_job(job_id: str) -> None:
         logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
         return
     try:
-        _run(job)
+        with metrics.WORKER_BUSY.track_inprogress():
+            _run(job)
+    except SoftTimeLimitExceeded:
+        services.fail_job(job_id, "time_limit_exceeded", "The job ran longer than the worker's time limit.")
     except runtime.CircuitInputError as exc:
         services.fail_job(job_id, "invalid_ciphertext", f"The circuit rejected a ciphertext: {exc}")
+    except _KeysUnavailable:
+        services.fail_job(job_id, "evaluation_keys_unavailable", "The session's evaluation keys cannot be read.")
     except _SessionEnded as exc:
         services.fail_job(job_id, exc.code, "The session ended before the job ran.")
     except Exception:
         logger.exception("job crashed", extra={"job_id": job_id})
         services.fail_job(job_id, "internal_error", "The worker failed to run this job.")
+
+
+class _KeysUnavailable(Exception):
+    pass
 
 
 class _SessionEnded(Exception):
@@ -55,7 +66,11 @@ def _check_session(job: Job) -> None:
 def _run(job: Job) -> None:
     _check_session(job)
     model = runtime.models.get(job.model_version)
-    keys = runtime.keys.get(str(job.session_id), job.session.keys_blob)
+    try:
+        keys = runtime.keys.get(str(job.session_id), job.session.keys_blob)
+    except (OSError, RuntimeError) as exc:
+        # Checked at upload, so only lost or damaged storage gets here.
+        raise _KeysUnavailable(str(exc)) from exc
     for index in range(job.input_count):
         _check_session(job)
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
@@ -71,12 +86,17 @@ def _fail_job_of_lost_process(sender: Any = None, exception: BaseException | Non
     Celery calls this in the parent process, which survives; the message is
     acknowledged (no requeue), so a job that aborts the runtime cannot loop.
     """
-    if getattr(sender, "name", None) != run_job.name or not isinstance(exception, WorkerLostError):
+    if getattr(sender, "name", None) != run_job.name:
         return
     args = kwargs.get("args") or ()
     if not args:
         return
-    code = _lost_process_code(str(exception))
+    if isinstance(exception, TimeLimitExceeded):
+        code = "time_limit_exceeded"
+    elif isinstance(exception, WorkerLostError):
+        code = _lost_process_code(str(exception))
+    else:
+        return
     services.fail_job(str(args[0]), code, f"The worker process running this job died: {exception}")
 
 

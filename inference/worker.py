@@ -19,15 +19,20 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from inference import runtime
+from ops import metrics
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
@@ -88,7 +93,48 @@ def _janitor() -> None:
 @worker_process_init.connect
 def _start_janitor(**_: Any) -> None:
     _stop.clear()
+    metrics.WORKER_PROCESSES.set(1)
     threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()
+
+
+class _HostMetrics(Collector):
+    """The worker host's metrics: every pool process's files, after forgetting dead processes.
+
+    A pool process killed by a circuit abort or by the OOM killer never says goodbye,
+    so its live gauges (busy, processes) would otherwise be counted forever.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        for path in folder.glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[-1])
+            if not _alive(pid):
+                multiprocess.mark_process_dead(pid, str(folder))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, str(folder))
+        yield from registry.collect()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """Serve this host's worker metrics on MOAI_WORKER_METRICS_PORT (0 turns it off)."""
+    port = settings.MOAI_WORKER_METRICS_PORT
+    if not port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_HostMetrics())
+    start_http_server(port, addr=os.environ.get("MOAI_WORKER_METRICS_ADDR", "0.0.0.0"), registry=registry)
+    logger.info("worker metrics served", extra={"port": port})
 
 
 @worker_process_shutdown.connect

@@ -8,8 +8,33 @@ pool processes (DESIGN.md), so the runtime is loaded lazily inside the task.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from pathlib import Path
 
 from celery import Celery
+
+
+def _prepare_worker_environment() -> None:
+    """Set, before anything imports them, what the worker's pool processes inherit.
+
+    - ``OMP_NUM_THREADS``: the runtime's OpenMP threads per pool process, so that
+      the pool's processes share the cores instead of each taking them all.
+    - ``PROMETHEUS_MULTIPROC_DIR``: every pool process writes its metrics there and
+      the worker's metrics endpoint sums them.
+    """
+    cpus = os.cpu_count() or 1
+    pool = int(os.environ.get("MOAI_WORKER_POOL_SIZE") or cpus)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, pool))))
+    data_dir = Path(os.environ.get("MOAI_DATA_DIR", "var")).resolve()
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus" / "worker")))
+    # Files of a previous run would be summed in as if their processes still existed.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+if "worker" in sys.argv[1:]:
+    _prepare_worker_environment()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "moai_site.settings")
 

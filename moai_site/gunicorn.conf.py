@@ -1,8 +1,14 @@
-"""gunicorn settings for the web process, read from the environment."""
+"""gunicorn settings for the web process, read from the environment.
+
+``gunicorn moai_site.wsgi`` finds them through ./gunicorn.conf.py.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+from typing import Any
 
 bind = os.environ.get("MOAI_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MOAI_WEB_WORKERS", "2"))
@@ -12,9 +18,60 @@ worker_class = "gthread"
 # A 512 MiB key upload on a slow link takes a while; the socket timeout is per read, not per request.
 timeout = int(os.environ.get("MOAI_WEB_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("MOAI_WEB_GRACEFUL_TIMEOUT", "30"))
-accesslog = "-"
-errorlog = "-"
 # Request lines and headers are tiny in this API; anything large is hostile.
 limit_request_line = 4096
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+# mTLS: with MOAI_TLS_CERT/KEY set gunicorn serves HTTPS; with MOAI_TLS_CLIENT_CA set too,
+# it requires and verifies a client certificate signed by that CA.
+if os.environ.get("MOAI_TLS_CERT"):
+    import ssl
+
+    certfile = os.environ["MOAI_TLS_CERT"]
+    keyfile = os.environ.get("MOAI_TLS_KEY")
+    if os.environ.get("MOAI_TLS_CLIENT_CA"):
+        ca_certs = os.environ["MOAI_TLS_CLIENT_CA"]
+        cert_reqs = ssl.CERT_REQUIRED
+
+# Every worker process writes its metrics to files here, and /metrics sums them.
+# It must be set before any worker imports prometheus_client.
+_metrics_dir = Path(
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR",
+        str(Path(os.environ.get("MOAI_DATA_DIR", "var")).resolve() / "prometheus" / f"web-{bind.rsplit(':', 1)[-1]}"),
+    )
+)
+
+# JSON lines on stdout, like the application's own logs.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}
+accesslog = "-"
+errorlog = "-"
+
+
+def on_starting(server: Any) -> None:
+    # Files of a previous run would be summed in as if their processes still existed.
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

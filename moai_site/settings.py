@@ -167,7 +167,7 @@ SPECTACULAR_SETTINGS = {
 # Celery: the job row is the source of truth, messages carry only job ids.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": None}
 else:
     _broker_dir = MOAI_DATA_DIR / "broker"
     for _sub in ("queue", "processed"):
@@ -192,6 +192,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # the job is failed instead (inference.tasks), so a poisoned job cannot loop.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CONCURRENCY = MOAI_WORKER_POOL_SIZE
+# A circuit that runs away is stopped: first politely (the job fails with
+# time_limit_exceeded), then by killing its process.
+MOAI_JOB_SOFT_TIME_LIMIT = env_int("MOAI_JOB_SOFT_TIME_LIMIT", 900, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = MOAI_JOB_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = MOAI_JOB_SOFT_TIME_LIMIT + 60
+# Redis redelivers an unacknowledged message after the visibility timeout; with late
+# acknowledgement it must outlast the longest job, or a running job would be sent again.
+_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + 300
+# Warm keys make pool processes large (about 8x the serialized keys); a process over
+# this resident size is replaced after its current job, which returns the memory.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("MOAI_WORKER_MAX_MEMORY_MB", 8192, minimum=64) * 1024
+# Celery would replace Django's JSON logging with its own text format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "moai"
 # Beat keeps its last-run times in a file; the data folder is writable, the code folder may not be.
@@ -213,3 +227,6 @@ LOGGING = {
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["stdout"], "level": env_str("MOAI_LOG_LEVEL", "INFO")},
 }
+
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = _VISIBILITY_TIMEOUT

@@ -27,7 +27,7 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", ops_views.healthz),
     path("readyz", ops_views.readyz),
-    path("", include("django_prometheus.urls")),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

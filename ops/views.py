@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """This host's web processes' metrics plus the shared-state gauges (Prometheus text format)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from ops.metrics import render
+
+    return HttpResponse(render(shared_state=True), content_type=CONTENT_TYPE_LATEST)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -162,3 +162,50 @@ def _fresh_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or "postgres"
+    return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """gunicorn and a Celery worker as real processes on the test database, once per run."""
+    from django.conf import settings
+
+    from scripts.stack import Stack, free_port
+
+    with django_db_blocker.unblock():
+        env = {
+            "DJANGO_SETTINGS_MODULE": "moai_site.settings",
+            "DATABASE_URL": _database_url(),
+            "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "DEBUG": "0",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "MOAI_WORKER_POOL_SIZE": "2",
+            "MOAI_WORKER_METRICS_PORT": str(free_port()),
+        }
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()  # the test run's own Redis database only
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env["REDIS_URL"] = ""
+    with Stack(env, tmp_path_factory.mktemp("stack-logs")) as running:
+        yield running
+
+
+@pytest.fixture
+def owner(stack: Any, make_tenant: Callable[[str], Tenant], tmp_path: Path) -> Any:
+    from moai_client import MoaiClient
+
+    tenant = make_tenant("owner")
+    return MoaiClient(stack.url, tenant.api_key, tmp_path / "owner-keys", progress=False, timeout=30)

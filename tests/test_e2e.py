@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,51 +17,12 @@ import pytest
 import requests
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection
 
 from inference.models import Job
 from moai_client import MoaiClient, MoaiJobFailed
-from scripts.stack import Stack
 from sessions.models import KeySession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _database_url() -> str:
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    user = params.get("USER") or "postgres"
-    return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
-
-
-@pytest.fixture(scope="module")
-def stack(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Stack]:
-    with django_db_blocker.unblock():
-        env = {
-            "DJANGO_SETTINGS_MODULE": "moai_site.settings",
-            "DATABASE_URL": _database_url(),
-            "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
-            "SECRET_KEY": settings.SECRET_KEY,
-            "DEBUG": "0",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "MOAI_WORKER_POOL_SIZE": "2",
-        }
-    if settings.REDIS_URL:
-        import redis
-
-        redis.Redis.from_url(settings.REDIS_URL).flushdb()  # the test run's own Redis database only
-        env["REDIS_URL"] = settings.REDIS_URL
-    else:
-        env["REDIS_URL"] = ""
-    with Stack(env, tmp_path_factory.mktemp("stack-logs")) as running:
-        yield running
-
-
-@pytest.fixture
-def owner(stack, make_tenant, tmp_path) -> MoaiClient:
-    tenant = make_tenant("owner")
-    return MoaiClient(stack.url, tenant.api_key, tmp_path / "owner-keys", progress=False, timeout=30)
 
 
 def test_client_library_decrypts_correct_predictions_single_and_batch(stack, owner, logreg, tree, bundles):

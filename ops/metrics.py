@@ -1,0 +1,93 @@
+"""The runbook's metrics (API.md "Metrics") and where they are served.
+
+Counters and the latency histogram are kept by the process where the event
+happens (a worker pool process, the worker's parent, a web process) and summed per
+host by prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is
+set (gunicorn and the Celery worker set it). Gauges of shared state - queue depth
+and active sessions - are read from the database at scrape time, so every replica
+reports the same value. No label carries a context id, job id or key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# From 10 ms (a warm linear model) to 15 minutes (a deep tree ensemble), with a bound
+# at exactly 5000 ms so that the runbook's p99 > 5000 ms alert is exact.
+LATENCY_BUCKETS_MS = (
+    10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000, 600000, 900000,
+)  # fmt: skip
+
+JOB_LATENCY = Histogram(
+    "moai_job_latency",
+    "Milliseconds from submission to the end of each job (succeeded or failed), per model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS_MS,
+)
+JOB_FAILED = Counter("moai_job_failed", "Jobs that failed, by error code.", ["reason"])
+JOBS_FINISHED = Counter("moai_jobs_finished", "Jobs that ended, per model and final status.", ["model", "status"])
+WORKER_BUSY = Gauge("moai_worker_busy", "Worker pool processes running a job now.", multiprocess_mode="livesum")
+WORKER_PROCESSES = Gauge("moai_worker_processes", "Live worker pool processes.", multiprocess_mode="livesum")
+
+
+def observe_job_end(model: str, status: str, latency_ms: int | None, reason: str = "") -> None:
+    JOBS_FINISHED.labels(model=model, status=status).inc()
+    if latency_ms is not None and status in ("succeeded", "failed"):
+        JOB_LATENCY.labels(model=model).observe(latency_ms)
+    if status == "failed":
+        JOB_FAILED.labels(reason=reason or "unknown").inc()
+
+
+class SharedStateCollector(Collector):
+    """Queue depth and active sessions, read from the database when scraped."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db.models import Count
+
+        from inference.models import Job
+        from sessions.models import KeySession
+
+        depth = GaugeMetricFamily("moai_queue_depth", "Jobs waiting to run, per model.", labels=["model"])
+        queued = Job.objects.filter(status=Job.Status.QUEUED).values("model_version__name").annotate(n=Count("pk"))
+        counts = {row["model_version__name"]: row["n"] for row in queued}
+        for name in _model_names():
+            depth.add_metric([name], counts.get(name, 0))
+        yield depth
+        sessions = GaugeMetricFamily("moai_session_count", "Active key sessions.")
+        sessions.add_metric([], KeySession.objects.filter(status=KeySession.Status.ACTIVE).count())
+        yield sessions
+        running = GaugeMetricFamily("moai_jobs_running", "Jobs running now.")
+        running.add_metric([], Job.objects.filter(status=Job.Status.RUNNING).count())
+        yield running
+
+
+def _model_names() -> list[str]:
+    from inference.models import ModelVersion
+
+    return sorted(set(ModelVersion.objects.values_list("name", flat=True)))
+
+
+def process_registry() -> CollectorRegistry:
+    """This host's process metrics: every process's files in multiprocess mode, else this process's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def render(shared_state: bool) -> bytes:
+    registry = process_registry()
+    output = generate_latest(registry)
+    if shared_state:
+        shared = CollectorRegistry(auto_describe=False)
+        shared.register(SharedStateCollector())
+        output += generate_latest(shared)
+    return output

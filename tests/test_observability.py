@@ -1,0 +1,137 @@
+"""The runbook's metrics from real processes, readiness, and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import promql_parser
+import pytest
+import requests
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import Client
+
+from inference.models import Job
+from moai_client import MoaiJobFailed
+from sessions.models import KeySession
+
+RUNBOOK_QUERIES = [
+    "sum(moai_queue_depth)",
+    "histogram_quantile(0.99, sum(rate(moai_job_latency_bucket[5m])) by (le))",
+    "sum(rate(moai_job_failed_total[5m]))",
+]
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format to {series: value}."""
+    text = requests.get(url, timeout=10).text
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def metric_names(expression: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expression), visit)
+    return names
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_runbook_metrics_are_true_numbers_from_web_and_worker(stack, owner, logreg, bundles):
+    # The worker serves the whole test run, so its counters are compared before and after.
+    worker_url = f"http://127.0.0.1:{stack.env['MOAI_WORKER_METRICS_PORT']}/metrics"
+    before = scrape(worker_url)
+    rows = bundles["breast-cancer-logreg"].samples["X"]
+    session = owner.open_session("breast-cancer-logreg")
+    for i in range(3):
+        owner.predict(session, rows[i : i + 1], timeout=60)
+    broken = owner.open_session("breast-cancer-logreg")
+    keys_blob = KeySession.objects.get(pk=broken.context_id).keys_blob
+    default_storage.delete(keys_blob)
+    default_storage.save(keys_blob, ContentFile(b"\x01" * 64))  # storage damaged behind the service's back
+    with pytest.raises(MoaiJobFailed) as failed:
+        owner.predict(broken, rows[:1], timeout=60)
+    assert failed.value.code == "evaluation_keys_unavailable"
+    # Two jobs that stay queued: created without a broker message.
+    for _ in range(2):
+        Job.objects.create(
+            session_id=session.context_id,
+            client=KeySession.objects.get(pk=session.context_id).client,
+            model_version=logreg,
+            input_count=1,
+            inputs_sha256="0" * 64,
+        )
+
+    worker = scrape(worker_url)
+
+    def grew(series: str) -> float:
+        return worker[series] - before.get(series, 0.0)
+
+    model = 'model="breast-cancer-logreg"'
+    assert grew(f"moai_job_latency_count{{{model}}}") == 4  # three succeeded, one failed
+    assert grew(f'moai_job_latency_bucket{{le="5000.0",{model}}}') <= 4
+    assert grew(f'moai_job_latency_bucket{{le="+Inf",{model}}}') == 4
+    pattern = re.compile(r'moai_job_latency_bucket\{le="([0-9.]+)",model="breast-cancer-logreg"\}')
+    buckets = sorted((float(m.group(1)), v) for k, v in worker.items() if (m := pattern.fullmatch(k)))
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert {10.0, 5000.0} <= {b for b, _ in buckets}
+    assert grew('moai_job_failed_total{reason="evaluation_keys_unavailable"}') == 1
+    assert worker["moai_worker_processes"] == 2
+
+    web = scrape(f"{stack.url}/metrics")
+    assert web[f"moai_queue_depth{{{model}}}"] == Job.objects.filter(status="queued").count() == 2
+    assert web["moai_session_count"] == KeySession.objects.filter(status="active").count() == 2
+    assert any(name.startswith("django_http_requests_total_by_method_total") for name in web)
+    exported = {name.split("{")[0] for name in {**web, **worker}}
+    for query in RUNBOOK_QUERIES:
+        assert metric_names(query) <= exported, query
+    assert not any(session.context_id in name or broken.context_id in name for name in {**web, **worker})
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_worker_logs_are_json_lines_with_job_fields_and_no_ciphertext(stack, owner, logreg, bundles):
+    session = owner.open_session("breast-cancer-logreg")
+    ciphertext = session.encrypt(bundles["breast-cancer-logreg"].samples["X"][:1])[0]
+    job = owner.wait(owner.submit(session, [ciphertext])["job_id"], timeout=60)
+    lines = [
+        json.loads(line) for line in (stack.log_dir / "worker.log").read_text().splitlines() if line.startswith("{")
+    ]
+    mine = [line for line in lines if line.get("job_id") == job["job_id"]]
+    assert [line["message"] for line in mine] == ["job running", "job succeeded"]
+    assert mine[-1]["model"] == "breast-cancer-logreg"
+    assert mine[-1]["client"] == "owner"
+    assert mine[-1]["context_id"] == session.context_id
+    assert mine[-1]["latency_ms"] >= 0
+    assert {"time", "level", "logger"} <= set(mine[-1])
+    logs = (stack.log_dir / "worker.log").read_bytes() + (stack.log_dir / "web.log").read_bytes()
+    assert ciphertext[100:140] not in logs
+    assert ciphertext[100:140].hex() not in logs.decode(errors="replace")
+
+
+def test_runbook_queries_parse():
+    assert metric_names(RUNBOOK_QUERIES[1]) == {"moai_job_latency_bucket"}
+    for query in RUNBOOK_QUERIES:
+        assert promql_parser.parse(query) is not None
+
+
+def test_readyz_names_the_unreachable_broker(db, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "broker": "unreachable"}
+
+
+def test_healthz_needs_nothing(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    assert Client().get("/healthz").status_code == 200
