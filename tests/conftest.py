@@ -168,7 +168,7 @@ def _database_url() -> str:
     from django.db import connection
 
     params = connection.settings_dict
-    if connection.vendor == "sqlite":
+    if connection.vendor == "sqlite":  # the engine is django-prometheus's wrapper; the vendor is the same
         return f"sqlite:///{params['NAME']}"
     user = params.get("USER") or "postgres"
     return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
