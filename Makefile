@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export MOAI_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/moai
 export MOAI_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install demo test lint format clean
+.PHONY: install browsers demo test lint format clean
 
 install: $(STAMP)
 
@@ -20,10 +20,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --upgrade-strategy only-if-needed -r requirements-dev.txt
 	touch $(STAMP)
 
+# The admin's browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browsers:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 demo: install
 	$(BIN)/python -m scripts.demo
 
-test: install
+test: install browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

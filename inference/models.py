@@ -34,6 +34,7 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["name", "-version"]
+        permissions = [("retire_modelversion", "Can retire model versions")]
         constraints = [models.UniqueConstraint(fields=["name", "version"], name="unique_model_version")]
 
     def __str__(self) -> str:
@@ -71,6 +72,7 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-submitted_at"]
+        permissions = [("cancel_job", "Can cancel queued jobs")]
         constraints = [
             models.UniqueConstraint(
                 fields=["client", "idempotency_key"],

@@ -1,7 +1,15 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class OpsConfig(AppConfig):
     name = "ops"
     verbose_name = "Operations and audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+
+class MoaiAdminConfig(admin_apps.AdminConfig):
+    """The Django admin, on a site that requires a second factor (ops.admin_site)."""
+
+    default = False  # named explicitly in INSTALLED_APPS; "ops" itself is OpsConfig
+    default_site = "ops.admin_site.MoaiAdminSite"

@@ -32,6 +32,7 @@ class AuditRecord(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("export_auditrecord", "Can export the audit log")]
 
     def __str__(self) -> str:
         who = f"{self.actor_kind}:{self.actor}"

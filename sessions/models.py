@@ -27,6 +27,7 @@ class KeySession(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("invalidate_keysession", "Can invalidate or expire sessions")]
 
     def __str__(self) -> str:
         return f"session {self.id} ({self.status})"

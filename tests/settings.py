@@ -51,7 +51,6 @@ from moai_site.settings import *  # noqa: E402,F403
 # In-process tests run tasks inline when they choose to execute on_commit callbacks;
 # the end-to-end tests start real workers with the plain settings instead.
 CELERY_TASK_ALWAYS_EAGER = True
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # A file, not memory, so that the processes the end-to-end tests start see the same data.
 DATABASES["default"].setdefault("TEST", {})  # noqa: F405

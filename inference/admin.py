@@ -1,0 +1,70 @@
+"""Models and jobs in the admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from inference.models import Job, ModelVersion
+from inference.services import cancel_job, retire_model
+from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from ops.audit import Actor
+
+
+def _retire(queryset: QuerySet[ModelVersion], actor: Actor, reason: str) -> str:
+    changed = sum(retire_model(model, actor, reason) for model in queryset)
+    return f"Retired {changed} model version(s); {queryset.count() - changed} already were."
+
+
+def _cancel(queryset: QuerySet[Job], actor: Actor, reason: str) -> str:
+    cancelled = sum(cancel_job(job, actor) for job in queryset.select_related("model_version", "client"))
+    return f"Cancelled {cancelled} job(s); {queryset.count() - cancelled} were no longer queued."
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "version", "status", "evaluation_keys_bytes", "input_ciphertext_bytes", "created_at"]
+    list_filter = ["status", "name"]
+    search_fields = ["name", "description"]
+    actions = ["retire"]
+
+    def has_retire_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("inference.retire_modelversion")
+
+    @admin.action(description="Retire selected model versions", permissions=["retire"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> TemplateResponse | None:
+        return confirm_with_reason(
+            self, request, queryset, title="Retire model versions",
+            consequence="New sessions get the newest remaining active version; open sessions keep running.",
+            perform=_retire,
+        )  # fmt: skip
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = ["id", "client", "model_version", "status", "error_code", "input_count", "submitted_at", "latency"]
+    list_filter = ["status", "model_version__name", "error_code"]
+    search_fields = ["=id", "=session__id"]
+    search_help_text = "Job id or context id (exact)"
+    list_select_related = ["client", "model_version"]
+    date_hierarchy = "submitted_at"
+    actions = ["cancel"]
+
+    @admin.display(description="latency ms")
+    def latency(self, obj: Job) -> Any:
+        return obj.latency_ms if obj.latency_ms is not None else "-"
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("inference.cancel_job")
+
+    @admin.action(description="Cancel selected queued jobs", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
+        return confirm_with_reason(
+            self, request, queryset, title="Cancel jobs",
+            consequence="Queued jobs are cancelled; jobs already running or finished are left as they are.",
+            perform=_cancel,
+        )  # fmt: skip

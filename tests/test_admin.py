@@ -1,0 +1,182 @@
+"""The admin console: second factor, permissions, actions with reasons, read-only audit log."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+from django_otp.oath import totp
+
+from ops.audit import Actor
+from ops.models import AuditRecord
+from ops.staff import enroll_totp
+from sessions.models import KeySession
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_staff(username: str, *, superuser: bool = True, enroll: bool = True):
+    user = User.objects.create_user(username, password=PASSWORD, is_staff=True, is_superuser=superuser)
+    enrollment = enroll_totp(user, Actor.system("tests")) if enroll else None
+    return user, enrollment
+
+
+def code(enrollment) -> str:
+    return f"{totp(enrollment.device.bin_key):06d}"
+
+
+def login(client: Client, username: str, token: str):
+    return client.post(
+        "/admin/login/?next=/admin/", {"username": username, "password": PASSWORD, "otp_token": token}, follow=True
+    )
+
+
+@pytest.fixture
+def staff_client(db):
+    _, enrollment = make_staff("sam")
+    client = Client()
+    response = login(client, "sam", code(enrollment))
+    assert response.request["PATH_INFO"] == "/admin/"
+    return client
+
+
+def test_a_password_alone_reaches_no_admin_page(db):
+    make_staff("nofactor", enroll=False)
+    client = Client()
+    response = login(client, "nofactor", "")
+    assert response.request["PATH_INFO"] == "/admin/login/"
+    assert client.get("/admin/key_sessions/keysession/").status_code == 302
+    assert client.get("/admin/overview/").status_code == 302
+
+
+def test_wrong_and_reused_codes_are_refused(db):
+    _, wrong_user = make_staff("walt")
+    wrong = f"{(int(code(wrong_user)) + 1) % 1000000:06d}"
+    refused = login(Client(), "walt", wrong)
+    assert refused.request["PATH_INFO"] == "/admin/login/"
+    assert b"errornote" in refused.content
+    _, enrollment = make_staff("rita")
+    client = Client()
+    current = code(enrollment)
+    assert login(client, "rita", current).request["PATH_INFO"] == "/admin/"
+    client.post("/admin/logout/")
+    reused = login(Client(), "rita", current)
+    assert reused.request["PATH_INFO"] == "/admin/login/"
+    assert b"Invalid token" in reused.content or b"token" in reused.content.lower()
+
+
+def test_a_backup_code_works_once(db):
+    _, enrollment = make_staff("bea")
+    backup = enrollment.backup_codes[0]
+    assert login(Client(), "bea", backup).request["PATH_INFO"] == "/admin/"
+    assert login(Client(), "bea", backup).request["PATH_INFO"] == "/admin/login/"
+
+
+def test_repeated_failures_lock_the_account_out(db, settings):
+    _, enrollment = make_staff("lou")
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post("/admin/login/", {"username": "lou", "password": "wrong", "otp_token": "000000"})
+    locked = login(Client(), "lou", code(enrollment))
+    assert locked.status_code in (403, 429)
+    assert b"Too many failed logins" in locked.content
+
+
+def invalidate(client: Client, session_id: str, reason: str | None):
+    data = {"action": "invalidate_sessions", "_selected_action": [session_id], "index": "0"}
+    if reason is not None:
+        data.update({"confirm": "yes", "reason": reason})
+    return client.post("/admin/key_sessions/keysession/", data, follow=True)
+
+
+def test_invalidate_action_asks_for_a_reason_then_ends_the_session(staff_client, alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    confirm = invalidate(staff_client, context_id, None)
+    assert b"Invalidate sessions" in confirm.content
+    assert KeySession.objects.get(pk=context_id).status == "active"
+    empty = invalidate(staff_client, context_id, "   ")
+    assert b"Give a reason" in empty.content
+    assert KeySession.objects.get(pk=context_id).status == "active"
+    done = invalidate(staff_client, context_id, "phished laptop")
+    assert b"Invalidated 1 session(s); 0 had already ended" in done.content
+    assert KeySession.objects.get(pk=context_id).status == "invalidated"
+    record = AuditRecord.objects.get(action="session.invalidated", target_id=context_id)
+    assert (record.actor_kind, record.actor, record.reason) == ("staff", "sam", "phished laptop")
+    again = invalidate(staff_client, context_id, "again")
+    assert b"Invalidated 0 session(s); 1 had already ended" in again.content
+
+
+def test_staff_without_the_permission_cannot_run_the_action(db, alice, logreg, open_session):
+    user, enrollment = make_staff("viewer", superuser=False)
+    user.user_permissions.add(Permission.objects.get(codename="view_keysession"))
+    client = Client()
+    login(client, "viewer", code(enrollment))
+    context_id = open_session(alice, logreg)
+    page = client.get("/admin/key_sessions/keysession/")
+    assert page.status_code == 200
+    assert b"invalidate_sessions" not in page.content
+    response = invalidate(client, context_id, "trying anyway")
+    assert b"You do not have permission to run" in response.content
+    assert KeySession.objects.get(pk=context_id).status == "active"
+
+
+def test_rotate_keys_action(staff_client, alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    data = {"action": "rotate_keys", "_selected_action": [alice.client.pk], "index": "0", "confirm": "yes"}
+    response = staff_client.post("/admin/keys/apiclient/", {**data, "reason": "key leak"}, follow=True)
+    assert b"Rotated keys of 1 client(s); ended 1 session(s)" in response.content
+    assert KeySession.objects.get(pk=context_id).status == "invalidated"
+
+
+def test_audit_log_is_read_only_for_everyone(staff_client):
+    assert staff_client.get("/admin/ops/auditrecord/").status_code == 200
+    record = AuditRecord.objects.first()
+    assert staff_client.get("/admin/ops/auditrecord/add/").status_code == 403
+    assert staff_client.post(f"/admin/ops/auditrecord/{record.pk}/change/", {"reason": "x"}).status_code == 403
+    assert staff_client.post(f"/admin/ops/auditrecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
+    export = staff_client.post(
+        "/admin/ops/auditrecord/", {"action": "export_jsonl", "_selected_action": [record.pk], "index": "0"}
+    )
+    assert export["Content-Type"] == "application/x-ndjson"
+    assert b"staff.second_factor_enrolled" in b"".join(export.streaming_content)
+
+
+def test_session_search_by_fingerprint_and_filters(staff_client, alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    fingerprint = KeySession.objects.get(pk=context_id).key_fingerprint
+    found = staff_client.get("/admin/key_sessions/keysession/", {"q": fingerprint})
+    assert context_id.encode() in found.content
+    assert context_id.encode() in staff_client.get("/admin/key_sessions/keysession/", {"q": context_id}).content
+    assert context_id.encode() in staff_client.get("/admin/key_sessions/keysession/?expiry=hour").content
+    assert context_id.encode() not in staff_client.get("/admin/key_sessions/keysession/?status__exact=expired").content
+
+
+def test_overview_shows_counts_and_charts(staff_client, alice, logreg, open_session):
+    open_session(alice, logreg)
+    page = staff_client.get("/admin/overview/")
+    assert page.status_code == 200
+    assert re.search(rb'id="stat-sessions">1<', page.content)
+    assert page.content.count(b'<svg viewBox="0 0 720 200"') == 2
+    assert b"5000 ms alert" in page.content
+
+
+def test_enroll_totp_command(db):
+    User.objects.create_user("ops", password=PASSWORD, is_staff=True)
+    User.objects.create_user("guest", password=PASSWORD)
+    out = io.StringIO()
+    call_command("enroll_totp", "ops", stdout=out)
+    text = out.getvalue()
+    assert "otpauth://totp/" in text
+    assert len(text.strip().splitlines()[-1].split()) == 10
+    with pytest.raises(CommandError, match="already has"):
+        call_command("enroll_totp", "ops", stdout=io.StringIO())
+    call_command("enroll_totp", "ops", "--replace", "--no-qr", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="not a staff user"):
+        call_command("enroll_totp", "guest", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="no user named"):
+        call_command("enroll_totp", "nobody", stdout=io.StringIO())
