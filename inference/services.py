@@ -11,6 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from django.core.files import File
@@ -18,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from inference import blobs
+from inference import blobs, notify
 from inference.models import Job, ModelVersion
 from inference.registration import measure_bundle
 from ops import audit, metrics
@@ -176,25 +177,41 @@ def cancel_job(job: Job, actor: Actor) -> bool:
     job.refresh_from_db()
     if updated:
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
+        notify.job_ended(str(job.id))
         logger.info("job cancelled", extra=_log_fields(job))
     return bool(updated)
 
 
-def stop_for_session_end(job: Job, code: str, actor: Actor) -> None:
-    """Cancel a queued job, or fail a running one, because its session ended."""
-    was = job.status
-    if was == Job.Status.QUEUED:
-        new_status, message = Job.Status.CANCELLED, "The session ended before the job ran."
-    else:
-        new_status, message = Job.Status.FAILED, "The session ended while the job ran; its result is discarded."
-    updated = Job.objects.filter(pk=job.pk, status=was).update(
-        status=new_status, finished_at=timezone.now(), error_code=code, error_message=message
+def stop_for_sessions_end(session_ids: list[uuid.UUID], code: str, actor: Actor) -> int:
+    """Cancel the queued jobs, and fail the running ones, of sessions that just ended."""
+    jobs = list(
+        Job.objects.select_for_update(of=("self",))
+        .filter(session_id__in=session_ids)
+        .exclude(status__in=Job.FINISHED)
+        .select_related("model_version", "client")
     )
-    if updated:
-        audit.record(actor, f"job.{new_status}", "job", job.id, "session ended", error_code=code)
-        job.refresh_from_db()
-        metrics.observe_job_end(job.model_version.name, new_status, job.latency_ms, code)
-        logger.info(f"job {new_status}: session ended", extra={**_log_fields(job), "error_code": code})
+    now = timezone.now()
+    outcomes = {
+        Job.Status.QUEUED: (Job.Status.CANCELLED, "The session ended before the job ran."),
+        Job.Status.RUNNING: (Job.Status.FAILED, "The session ended while the job ran; its result is discarded."),
+    }
+    entries = []
+    for was, (new_status, message) in outcomes.items():
+        batch = [job for job in jobs if job.status == was]
+        Job.objects.filter(pk__in=[job.pk for job in batch], status=was).update(
+            status=new_status, finished_at=now, error_code=code, error_message=message
+        )
+        for job in batch:
+            job.status, job.finished_at = new_status, now
+            entries.append(
+                audit.Entry(actor, f"job.{new_status}", "job", job.id, "session ended", {"error_code": code})
+            )
+            metrics.observe_job_end(job.model_version.name, new_status, job.latency_ms, code)
+            transaction.on_commit(partial(notify.job_ended, str(job.id)))
+            logger.info(f"job {new_status}: session ended", extra={**_log_fields(job), "error_code": code})
+    if entries:
+        audit.record_many(entries)
+    return len(entries)
 
 
 def erase_blobs(job: Job) -> None:
@@ -203,6 +220,11 @@ def erase_blobs(job: Job) -> None:
         blobs.delete(job.input_name(index))
         blobs.delete(job.output_name(index))
     Job.objects.filter(pk=job.pk).update(blobs_erased=True)
+
+
+def erase_blobs_of_sessions(session_ids: list[uuid.UUID]) -> None:
+    for job in Job.objects.filter(session_id__in=session_ids, blobs_erased=False).only("id", "input_count"):
+        erase_blobs(job)
 
 
 def purge_expired_results(retention_seconds: int) -> int:
@@ -244,6 +266,7 @@ def finish_job(job: Job) -> bool:
     job.refresh_from_db()
     if updated:
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
+        notify.job_ended(str(job.id))
     logger.info("job succeeded" if updated else "job output discarded (job ended meanwhile)", extra=_log_fields(job))
     return bool(updated)
 
@@ -270,5 +293,6 @@ def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None) -
     if updated:
         job = Job.objects.select_related("model_version", "client").get(pk=job_id)
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms, code)
+        notify.job_ended(job_id)
         logger.warning("job failed", extra={**_log_fields(job), "error_code": code})
     return bool(updated)

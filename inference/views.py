@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import services, uploads
+from inference import notify, services, uploads
 from inference.ciphertexts import check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
@@ -94,9 +94,18 @@ def _job_or_404(request: Request, job_id: str) -> Job:
     return job
 
 
+MAX_WAIT_SECONDS = 30.0
+
+
 class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(job_json(_job_or_404(request, job_id)))
+        """``?wait=N`` (seconds, at most 30) holds the answer until the job ends or N passes."""
+        job = _job_or_404(request, job_id)
+        wait = _wait_seconds(request)
+        if wait and job.status not in Job.FINISHED:
+            notify.wait_for(str(job.pk), lambda: Job.objects.filter(pk=job.pk, status__in=Job.FINISHED).exists(), wait)
+            job.refresh_from_db()
+        return Response(job_json(job))
 
     def delete(self, request: Request, job_id: str) -> Response:
         job = _job_or_404(request, job_id)
@@ -121,6 +130,19 @@ class JobResultView(APIView):
         )
         response["X-Moai-Output-Index"] = str(index)
         return response
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_SECONDS or wait != wait:  # NaN compares unequal to itself
+        raise ApiError(400, "invalid_request", f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}.")
+    return wait
 
 
 def _index(request: Request, job: Job) -> int:

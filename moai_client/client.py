@@ -159,21 +159,21 @@ class MoaiClient:
         return result
 
     def wait(self, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
-        """Poll until the job ends; raises MoaiJobFailed unless it succeeded."""
+        """Wait until the job ends, the server holding each request up to 20 s; MoaiJobFailed unless it succeeded."""
         deadline = time.monotonic() + timeout
-        delay = 0.02
         with tqdm(
             desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed} {postfix}"
         ) as bar:
             while True:
-                job = self.job(job_id)
+                hold = max(0.0, min(20.0, deadline - time.monotonic()))
+                job: dict[str, Any] = self.http.json(
+                    "GET", f"jobs/{job_id}", params={"wait": f"{hold:.3f}"}, timeout=hold + self.http.timeout
+                )
                 bar.set_postfix_str(job["status"])
                 if job["status"] in FINISHED:
                     break
                 if time.monotonic() >= deadline:
                     raise MoaiTimeout(f"job {job_id} still {job['status']} after {timeout} s")
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
         if job["status"] != "succeeded":
             raise MoaiJobFailed(job)
         return job

@@ -13,7 +13,8 @@ from typing import Any
 bind = os.environ.get("MOAI_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MOAI_WEB_WORKERS", "2"))
 # Threads let one process keep serving polls while another request streams a large key upload.
-threads = int(os.environ.get("MOAI_WEB_THREADS", "4"))
+# Clients wait for jobs in long-held GET /jobs/{id}?wait=N requests, each holding a thread.
+threads = int(os.environ.get("MOAI_WEB_THREADS", "16"))
 worker_class = "gthread"
 # A 512 MiB key upload on a slow link takes a while; the socket timeout is per read, not per request.
 timeout = int(os.environ.get("MOAI_WEB_TIMEOUT", "120"))

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -74,6 +74,18 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_ID])
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One audit record to write."""
+
+    actor: Actor
+    action: str
+    target_type: str
+    target_id: object
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def record(
     actor: Actor,
     action: str,
@@ -82,24 +94,33 @@ def record(
     reason: str = "",
     **details: Any,
 ) -> AuditRecord:
+    return record_many([Entry(actor, action, target_type, target_id, reason, details)])[0]
+
+
+def record_many(entries: list[Entry]) -> list[AuditRecord]:
+    """Append records in order, chained, in one insert (bulk state changes write one record each)."""
     with transaction.atomic():
         _lock_chain()
-        last = AuditRecord.objects.order_by("-id").values_list("digest", flat=True).first()
-        entry = AuditRecord(
-            at=timezone.now(),
-            actor_kind=actor.kind,
-            actor=actor.name,
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            reason=reason,
-            source=actor.source,
-            details=details,
-            prev_digest=last or GENESIS,
-        )
-        entry.digest = compute_digest(entry.prev_digest, entry.content())
-        entry.save()
-        return entry
+        prev = AuditRecord.objects.order_by("-id").values_list("digest", flat=True).first() or GENESIS
+        now = timezone.now()
+        rows = []
+        for entry in entries:
+            row = AuditRecord(
+                at=now,
+                actor_kind=entry.actor.kind,
+                actor=entry.actor.name,
+                action=entry.action,
+                target_type=entry.target_type,
+                target_id=str(entry.target_id),
+                reason=entry.reason,
+                source=entry.actor.source,
+                details=entry.details,
+                prev_digest=prev,
+            )
+            row.digest = prev = compute_digest(row.prev_digest, row.content())
+            rows.append(row)
+        # One multi-row INSERT assigns ids in list order, which is the chain's order.
+        return AuditRecord.objects.bulk_create(rows, batch_size=1000)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ admin all end sessions through :func:`end_session`.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from inference import blobs
 from inference import services as job_services
-from inference.models import Job, ModelVersion
+from inference.models import ModelVersion
 from keys.evaluation_keys import KeyCheckError, check_evaluation_keys, fingerprint
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
@@ -103,41 +104,56 @@ def _check_session_cap(client: ApiClient) -> None:
 
 
 def end_session(session: KeySession, status: str, actor: Actor, reason: str) -> bool:
-    """End an active session now: erase its keys, stop its jobs, erase their ciphertexts and results.
-
-    Queued jobs are cancelled and running ones failed, both with ``context_expired``
-    or ``context_invalidated``; a worker that finishes a failed job drops its output.
-    Returns False when the session had already ended (ending it again changes nothing).
-    """
-    with transaction.atomic():
-        locked = KeySession.objects.select_for_update().get(pk=session.pk)
-        if locked.status != KeySession.Status.ACTIVE:
-            return False
-        locked.status = status
-        locked.ended_at = timezone.now()
-        locked.end_reason = reason
-        keys_blob, locked.keys_blob = locked.keys_blob, ""
-        locked.save(update_fields=["status", "ended_at", "end_reason", "keys_blob"])
-        # Erased inside the transaction: if anything below fails, the keys are gone
-        # anyway, which is the safe direction for a secret-adjacent artefact.
-        blobs.delete(keys_blob)
-        audit.record(actor, f"session.{status}", "session", locked.id, reason, client=locked.client.name)
-        code = "context_expired" if status == KeySession.Status.EXPIRED else "context_invalidated"
-        for job in Job.objects.filter(session=locked).exclude(status__in=Job.FINISHED):
-            job_services.stop_for_session_end(job, code, actor)
-        for job in Job.objects.filter(session=locked, blobs_erased=False):
-            job_services.erase_blobs(job)
+    """End one active session now; False when it had already ended (ending it again changes nothing)."""
+    ended = _end_batch([session.pk], status, actor, reason) == 1
     session.refresh_from_db()
-    logger.info("session ended", extra={"context_id": str(session.id), "status": status})
-    return True
+    return ended
 
 
 def end_sessions(sessions: QuerySet[KeySession], status: str, actor: Actor, reason: str) -> int:
-    """End every active session of a query; returns how many this call ended."""
-    ended = 0
-    for session in sessions.filter(status=KeySession.Status.ACTIVE).select_related("client").iterator():
-        ended += end_session(session, status, actor, reason)
-    return ended
+    """End every active session of a query now; returns how many this call ended.
+
+    Each session's evaluation keys are erased, its queued jobs cancelled and running
+    ones failed (``context_expired`` or ``context_invalidated``; a worker that
+    finishes a failed job drops its output), and its jobs' ciphertexts and results
+    erased. Sessions are ended in batches, each one transaction with one audit record
+    per session and per stopped job, so that a sweep of thousands stays fast.
+    """
+    ids = list(sessions.filter(status=KeySession.Status.ACTIVE).values_list("pk", flat=True))
+    return sum(_end_batch(ids[i : i + BATCH], status, actor, reason) for i in range(0, len(ids), BATCH))
+
+
+BATCH = 500
+
+
+def _end_batch(ids: list[uuid.UUID], status: str, actor: Actor, reason: str) -> int:
+    with transaction.atomic():
+        locked = list(
+            KeySession.objects.select_for_update(of=("self",))
+            .filter(pk__in=ids, status=KeySession.Status.ACTIVE)
+            .select_related("client")
+        )
+        if not locked:
+            return 0
+        pks = [session.pk for session in locked]
+        KeySession.objects.filter(pk__in=pks).update(
+            status=status, ended_at=timezone.now(), end_reason=reason, keys_blob=""
+        )
+        # Erased inside the transaction: if anything below fails, the keys are gone
+        # anyway, which is the safe direction for a secret-adjacent artefact.
+        for session in locked:
+            blobs.delete(session.keys_blob)
+        audit.record_many(
+            [
+                audit.Entry(actor, f"session.{status}", "session", s.pk, reason, {"client": s.client.name})
+                for s in locked
+            ]
+        )
+        code = "context_expired" if status == KeySession.Status.EXPIRED else "context_invalidated"
+        job_services.stop_for_sessions_end(pks, code, actor)
+        job_services.erase_blobs_of_sessions(pks)
+    logger.info("sessions ended", extra={"sessions": len(locked), "status": status})
+    return len(locked)
 
 
 def expire_due_sessions(actor: Actor | None = None) -> int:

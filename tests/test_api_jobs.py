@@ -167,3 +167,28 @@ def test_jobs_and_results_of_another_client_are_not_found(
         assert response.status_code == 404
         assert error_code(response) == "job_not_found"
     assert alice.http.get(f"/api/v1/jobs/{job_id}/result").status_code == 200
+
+
+def test_wait_parameter_is_bounded_and_returns_a_finished_job_at_once(alice, context_id, bundles):
+    import time
+
+    job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    from inference import services
+
+    services.fail_job(job_id, "invalid_ciphertext", "test")
+    started = time.monotonic()
+    assert alice.http.get(f"/api/v1/jobs/{job_id}?wait=30").json()["status"] == "failed"
+    assert time.monotonic() - started < 1
+    for bad in ("31", "-1", "soon", "nan"):
+        response = alice.http.get(f"/api/v1/jobs/{job_id}?wait={bad}")
+        assert (response.status_code, error_code(response)) == (400, "invalid_request"), bad
+
+
+def test_wait_returns_when_the_time_is_up(alice, context_id, bundles, django_capture_on_commit_callbacks):
+    import time
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    started = time.monotonic()
+    assert alice.http.get(f"/api/v1/jobs/{job_id}?wait=0.5").json()["status"] == "queued"
+    assert 0.45 <= time.monotonic() - started < 3
