@@ -7,6 +7,7 @@ backend other than the local filesystem can be configured later.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -20,6 +21,19 @@ def save(name: str, content: File) -> str:
         default_storage.delete(stored)
         raise FileExistsError(name)
     return stored
+
+
+class _LocalFile(File):
+    """A file already on local disk: the filesystem backend moves it into place instead of copying it."""
+
+    def temporary_file_path(self) -> str:
+        return str(self.name)
+
+
+def save_local_file(name: str, path: Path) -> str:
+    """Store the local file at ``path`` under ``name``; it may be moved rather than copied."""
+    with path.open("rb") as handle:
+        return save(name, _LocalFile(handle, name=str(path)))
 
 
 def save_bytes(name: str, data: bytes) -> str:

@@ -8,8 +8,10 @@ the cap is refused with 413 before a single body byte is read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -41,15 +43,25 @@ def declared_length(request: HttpRequest, cap: int) -> int:
     return length
 
 
+@dataclass(frozen=True)
+class Spooled:
+    """A request body copied to a local file, with its size and SHA-256 taken on the way."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
 @contextlib.contextmanager
-def spooled_body(request: HttpRequest, cap: int) -> Iterator[Path]:
-    """Copy the raw body to a temporary file, yield its path, and remove it afterwards."""
+def spooled_body(request: HttpRequest, cap: int) -> Iterator[Spooled]:
+    """Copy the raw body to a temporary file, yield it, and remove the file afterwards (if still there)."""
     declared_length(request, cap)
     with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-", delete=False) as handle:
         path = Path(handle.name)
     try:
+        digest = hashlib.sha256()
+        written = 0
         with path.open("wb") as out:
-            written = 0
             # HttpRequest.read stops at Content-Length, so this never reads past the cap.
             for chunk in iter(lambda: request.read(CHUNK), b""):
                 written += len(chunk)
@@ -57,8 +69,9 @@ def spooled_body(request: HttpRequest, cap: int) -> Iterator[Path]:
                     raise ApiError(
                         413, "payload_too_large", f"The body exceeds the limit of {cap} bytes.", limit_bytes=cap
                     )
+                digest.update(chunk)
                 out.write(chunk)
-        yield path
+        yield Spooled(path, written, digest.hexdigest())
     finally:
         path.unlink(missing_ok=True)
 
@@ -102,8 +115,8 @@ def spooled_inputs(request: HttpRequest, field: str, cap: int) -> Iterator[list[
         with spooled_multipart(request, field, cap) as paths:
             yield paths
     elif content_type in ("application/octet-stream", ""):
-        with spooled_body(request, cap) as path:
-            yield [path]
+        with spooled_body(request, cap) as body:
+            yield [body.path]
     else:
         raise ApiError(
             415, "unsupported_media_type", f"Send application/octet-stream or multipart/form-data (field {field!r})."

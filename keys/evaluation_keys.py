@@ -8,11 +8,9 @@ evaluation keys. Neither check needs, nor could use, a secret key.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import BinaryIO
 
-CHUNK = 1024 * 1024
+from keys.validator import validator
 
 
 class KeyCheckError(ValueError):
@@ -20,15 +18,6 @@ class KeyCheckError(ValueError):
         super().__init__(message)
         self.code = code
         self.details = details
-
-
-def fingerprint(stream: BinaryIO) -> str:
-    """SHA-256 of the serialized keys, which is how clients and staff refer to them."""
-    digest = hashlib.sha256()
-    stream.seek(0)
-    for chunk in iter(lambda: stream.read(CHUNK), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
@@ -42,9 +31,6 @@ def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
             expected_bytes=expected_bytes,
             actual_bytes=actual,
         )
-    from concrete import fhe  # deferred: importing the runtime takes seconds
-
-    try:
-        fhe.EvaluationKeys.deserialize(path.read_bytes())
-    except Exception as exc:  # the runtime raises RuntimeError, but any failure means "not keys"
-        raise KeyCheckError("invalid_evaluation_keys", "The body is not serialized Concrete evaluation keys.") from exc
+    problem = validator.check(path)
+    if problem is not None:
+        raise KeyCheckError("invalid_evaluation_keys", "The body is not serialized Concrete evaluation keys.")

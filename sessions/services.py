@@ -9,10 +9,8 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
-from django.core.files import File
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -20,7 +18,8 @@ from django.utils import timezone
 from inference import blobs
 from inference import services as job_services
 from inference.models import ModelVersion
-from keys.evaluation_keys import KeyCheckError, check_evaluation_keys, fingerprint
+from inference.uploads import Spooled
+from keys.evaluation_keys import KeyCheckError, check_evaluation_keys
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
 from ops import audit
@@ -39,7 +38,7 @@ class SessionLimitError(Exception):
         self.retry_after = retry_after
 
 
-def open_session(client: ApiClient, model_version: ModelVersion, keys_path: Path, actor: Actor) -> KeySession:
+def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled, actor: Actor) -> KeySession:
     """Check uploaded evaluation keys and open a session holding them.
 
     Raises :class:`KeyCheckError` for keys that are not this model's evaluation keys
@@ -47,10 +46,8 @@ def open_session(client: ApiClient, model_version: ModelVersion, keys_path: Path
     """
     _check_session_cap(client)
     try:
-        check_evaluation_keys(keys_path, model_version.evaluation_keys_bytes)
-        with keys_path.open("rb") as handle:
-            key_fingerprint = fingerprint(handle)
-        if not model_version.evaluation_keys_constant and keys_were_revoked(client, key_fingerprint):
+        check_evaluation_keys(upload.path, model_version.evaluation_keys_bytes)
+        if not model_version.evaluation_keys_constant and keys_were_revoked(client, upload.sha256):
             raise KeyCheckError(
                 "invalid_evaluation_keys", "These keys were revoked by a key rotation; generate new keys.", revoked=1
             )
@@ -62,7 +59,7 @@ def open_session(client: ApiClient, model_version: ModelVersion, keys_path: Path
             f"{model_version.name}:v{model_version.version}",
             str(exc),
             error_code=exc.code,
-            bytes=keys_path.stat().st_size,
+            bytes=upload.size,
         )
         raise
     now = timezone.now()
@@ -71,10 +68,9 @@ def open_session(client: ApiClient, model_version: ModelVersion, keys_path: Path
         model_version=model_version,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.MOAI_SESSION_TTL_SECONDS),
-        key_fingerprint=key_fingerprint,
+        key_fingerprint=upload.sha256,
     )
-    with keys_path.open("rb") as handle:
-        session.keys_blob = blobs.save(f"keys/{session.id}.bin", File(handle))
+    session.keys_blob = blobs.save_local_file(f"keys/{session.id}.bin", upload.path)
     try:
         with transaction.atomic():
             session.save()

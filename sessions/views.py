@@ -45,9 +45,9 @@ class SessionCreateView(APIView):
             raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
         client = request.user
         assert isinstance(client, ApiClient)
-        with uploads.spooled_body(request._request, settings.MOAI_MAX_KEY_BYTES) as path:
+        with uploads.spooled_body(request._request, settings.MOAI_MAX_KEY_BYTES) as upload:
             try:
-                session = services.open_session(client, model, path, client_actor(request))
+                session = services.open_session(client, model, upload, client_actor(request))
             except KeyCheckError as exc:
                 raise ApiError(400, exc.code, str(exc), **exc.details) from None
             except services.SessionLimitError as exc:

@@ -119,3 +119,19 @@ def test_expired_session_refuses_jobs_before_any_sweep(alice, logreg, open_sessi
     assert session.status == "expired"
     assert session.keys_blob == ""
     assert alice.http.get(f"/api/v1/sessions/{context_id}").json()["status"] == "expired"
+
+
+def test_keys_are_deserialized_in_a_helper_process_that_comes_back_after_a_crash(alice, logreg, open_session):
+    import signal
+
+    from keys.validator import validator
+
+    open_session(alice, logreg)
+    helper = validator.pid
+    assert helper is not None
+    assert helper != os.getpid()
+    open_session(alice, logreg)
+    assert validator.pid == helper  # one long-lived helper, not one per upload
+    os.kill(helper, signal.SIGKILL)  # what a runtime abort on hostile bytes looks like
+    open_session(alice, logreg)
+    assert validator.pid not in (None, helper)
