@@ -8,6 +8,7 @@ waiting request re-reads the job row every few tens of milliseconds instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 
@@ -18,7 +19,9 @@ CHANNEL = "moai:job-ended:{}"
 POLL_SECONDS = 0.025
 
 
+@functools.cache
 def _redis() -> redis.Redis:
+    # One client per process: its connection pool reconnects by itself after a fork.
     return redis.Redis.from_url(str(settings.REDIS_URL), socket_timeout=5, socket_connect_timeout=2)
 
 

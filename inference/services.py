@@ -110,8 +110,8 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
     job = Job(
         id=uuid.uuid4(),
         session=session,
-        client_id=session.client_id,
-        model_version_id=session.model_version_id,
+        client=session.client,
+        model_version=session.model_version,
         input_count=len(inputs.paths),
         inputs_sha256=inputs_sha256,
         idempotency_key=idempotency_key or None,
@@ -257,13 +257,16 @@ def claim_job(job_id: str) -> Job | None:
 
 def finish_job(job: Job) -> bool:
     """Mark a running job succeeded; False if it was ended meanwhile (its outputs are then dropped)."""
+    now = timezone.now()
     updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-        status=Job.Status.SUCCEEDED, finished_at=timezone.now()
+        status=Job.Status.SUCCEEDED, finished_at=now
     )
-    if not updated:
+    if updated:
+        job.status, job.finished_at = Job.Status.SUCCEEDED, now
+    else:
         for index in range(job.input_count):
             blobs.delete(job.output_name(index))
-    job.refresh_from_db()
+        job.refresh_from_db()
     if updated:
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
         notify.job_ended(str(job.id))

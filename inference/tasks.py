@@ -72,7 +72,8 @@ def _run(job: Job) -> None:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc
     for index in range(job.input_count):
-        _check_session(job)
+        if index:  # the session may end while a batch runs
+            _check_session(job)
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
         blobs.delete(job.output_name(index))  # a crashed earlier attempt may have left one
         blobs.save_bytes(job.output_name(index), output)

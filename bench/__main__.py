@@ -1,0 +1,139 @@
+"""``python -m bench``: the service against raw Concrete-ML, side by side, in one run.
+
+Prints a table and writes JSON (default ``build/bench/results.json``):
+1. raw ``FHEModelServer.run`` with deserialized keys (the limit) and 2. with keys as
+bytes on every call (how reference servers run), per model, in separate processes;
+3. the service end to end through HTTP, first job of a session and warm jobs;
+4. throughput with concurrent clients against the raw loop's best thread setting;
+5. a large key upload: seconds and the web process's peak memory growth;
+6. an expiry sweep over many sessions with tiny keys.
+``--quick`` runs a reduced version (the test suite runs it so that it cannot rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgres://postgres@127.0.0.1:5432/moai_bench"
+REDIS = "redis://127.0.0.1:6379/12"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes and counts (used by the tests)")
+    parser.add_argument("--output", type=Path, default=ROOT / "build" / "bench" / "results.json")
+    args = parser.parse_args()
+    plan = Plan.quick() if args.quick else Plan.full()
+    data_dir = args.output.parent / ("data-quick" if args.quick else "data")
+    services = _prepare_environment(data_dir)
+
+    import django
+
+    django.setup()
+    from bench import measure
+
+    results: dict[str, Any] = {"machine": _machine(), "services": services, "plan": plan.__dict__}
+    results.update(measure.run_all(plan, data_dir))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=str))
+    measure.print_table(results)
+    print(f"\nJSON written to {args.output}")
+    return 0
+
+
+class Plan:
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(
+            models=["breast-cancer-logreg", "iris-tree", "wine-xgb"],
+            raw_runs={"breast-cancer-logreg": 200, "iris-tree": 30, "wine-xgb": 7},
+            warm_runs={"breast-cancer-logreg": 100, "iris-tree": 30, "wine-xgb": 7},
+            throughput_model="iris-tree",
+            throughput_seconds=30.0,
+            upload_bytes=100 * 1024 * 1024,
+            sweep_sessions=10_000,
+        )
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            models=["breast-cancer-logreg", "iris-tree"],
+            raw_runs={"breast-cancer-logreg": 20, "iris-tree": 4},
+            warm_runs={"breast-cancer-logreg": 10, "iris-tree": 3},
+            throughput_model="iris-tree",
+            throughput_seconds=3.0,
+            upload_bytes=10 * 1024 * 1024,
+            sweep_sessions=300,
+        )
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _prepare_environment(data_dir: Path) -> dict[str, str]:
+    """A fresh data folder and database; PostgreSQL and Redis when they are reachable."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    env = {
+        "DJANGO_SETTINGS_MODULE": "moai_site.settings",
+        "MOAI_DATA_DIR": str(data_dir),
+        "DEBUG": "1",
+        "MOAI_LOG_LEVEL": "WARNING",
+        # The benchmark is its only client: rate limits would measure themselves.
+        "MOAI_RATE_LIMIT_SESSIONS": "100000/min",
+        "MOAI_RATE_LIMIT_JOBS": "1000000/min",
+        "MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT": "100000",
+    }
+    if _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379):
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "moai_bench"], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "moai_bench"], check=True)
+        import redis
+
+        redis.Redis.from_url(REDIS).flushdb()
+        env.update({"DATABASE_URL": PG, "REDIS_URL": REDIS})
+    else:
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.pop("REDIS_URL", None)
+    os.environ.update(env)
+    return {"database": env.get("DATABASE_URL", "sqlite"), "broker": env.get("REDIS_URL", "filesystem")}
+
+
+def _machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
