@@ -62,7 +62,12 @@ class Job(models.Model):
     inputs_sha256 = models.CharField(max_length=64)
     # NULL, not "", means "no key": the uniqueness constraint below must ignore such jobs.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    # Each claim is one attempt; the attempt number fences a worker that lost its
+    # lease: its late writes go to its own attempt's files and its finish is refused.
     attempts = models.PositiveIntegerField(default=0)
+    result_attempt = models.PositiveIntegerField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -93,5 +98,7 @@ class Job(models.Model):
     def input_name(self, index: int) -> str:
         return f"jobs/{self.id}/input-{index:05d}.bin"
 
-    def output_name(self, index: int) -> str:
-        return f"jobs/{self.id}/output-{index:05d}.bin"
+    def output_name(self, index: int, attempt: int | None = None) -> str:
+        """Where attempt ``attempt`` (default: the one whose result counts) writes output ``index``."""
+        chosen = attempt or self.result_attempt or self.attempts
+        return f"jobs/{self.id}/attempt-{chosen}/output-{index:05d}.bin"

@@ -129,7 +129,7 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
                 raise SessionEndedError(str(session.pk))
             job.save(force_insert=True)
             audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
-            transaction.on_commit(lambda: _enqueue(job.id))
+            transaction.on_commit(lambda: enqueue(job.id))
     except IntegrityError:
         for name in stored:
             blobs.delete(name)
@@ -157,10 +157,17 @@ def _store_input(job: Job, index: int, path: Path) -> str:
         return blobs.save(job.input_name(index), File(handle))
 
 
-def _enqueue(job_id: uuid.UUID) -> None:
+def enqueue(job_id: uuid.UUID) -> None:
+    """Send the job's id to the broker. A failure here loses nothing: the job row is
+    committed as queued, and the recovery sweep sends it again (inference.recovery)."""
     from inference.tasks import run_job
 
-    run_job.delay(str(job_id))
+    try:
+        run_job.delay(str(job_id))
+    except Exception:
+        logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
+        return
+    Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
 
 
 def cancel_job(job: Job, actor: Actor) -> bool:
@@ -218,7 +225,8 @@ def erase_blobs(job: Job) -> None:
     """Erase a job's ciphertexts and results from storage."""
     for index in range(job.input_count):
         blobs.delete(job.input_name(index))
-        blobs.delete(job.output_name(index))
+        for attempt in range(1, job.attempts + 1):
+            blobs.delete(job.output_name(index, attempt))
     Job.objects.filter(pk=job.pk).update(blobs_erased=True)
 
 
@@ -244,8 +252,9 @@ def claim_job(job_id: str) -> Job | None:
     A redelivered message for a job already running or finished claims nothing,
     so no job ever runs twice at the same time.
     """
+    now = timezone.now()
     updated = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-        status=Job.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
     )
     if not updated:
         return None
@@ -258,14 +267,16 @@ def claim_job(job_id: str) -> Job | None:
 def finish_job(job: Job) -> bool:
     """Mark a running job succeeded; False if it was ended meanwhile (its outputs are then dropped)."""
     now = timezone.now()
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-        status=Job.Status.SUCCEEDED, finished_at=now
+    # Only the attempt that holds the job may finish it: one that lost its lease and
+    # was overtaken by a newer attempt produces no second result.
+    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
+        status=Job.Status.SUCCEEDED, finished_at=now, result_attempt=job.attempts
     )
     if updated:
-        job.status, job.finished_at = Job.Status.SUCCEEDED, now
+        job.status, job.finished_at, job.result_attempt = Job.Status.SUCCEEDED, now, job.attempts
     else:
         for index in range(job.input_count):
-            blobs.delete(job.output_name(index))
+            blobs.delete(job.output_name(index, job.attempts))
         job.refresh_from_db()
     if updated:
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
@@ -285,10 +296,16 @@ def _log_fields(job: Job) -> dict[str, object]:
     }
 
 
-def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None) -> bool:
-    """Mark a running (or queued) job failed with an error code; False if it had already ended."""
+def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None, attempt: int | None = None) -> bool:
+    """Mark a running (or queued) job failed with an error code; False if it had already ended.
+
+    A worker passes its ``attempt``: a worker whose attempt was overtaken fails nothing.
+    """
+    live = Job.objects.filter(pk=job_id, status__in=[Job.Status.RUNNING, Job.Status.QUEUED])
+    if attempt is not None:
+        live = live.filter(attempts=attempt)
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job_id, status__in=[Job.Status.RUNNING, Job.Status.QUEUED]).update(
+        updated = live.update(
             status=Job.Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=message
         )
         if updated:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+from functools import partial
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -27,20 +28,21 @@ def run_job(job_id: str) -> None:
     if job is None:
         logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
         return
+    fail = partial(services.fail_job, job_id, attempt=job.attempts)
     try:
         with metrics.WORKER_BUSY.track_inprogress():
             _run(job)
     except SoftTimeLimitExceeded:
-        services.fail_job(job_id, "time_limit_exceeded", "The job ran longer than the worker's time limit.")
+        fail("time_limit_exceeded", "The job ran longer than the worker's time limit.")
     except runtime.CircuitInputError as exc:
-        services.fail_job(job_id, "invalid_ciphertext", f"The circuit rejected a ciphertext: {exc}")
+        fail("invalid_ciphertext", f"The circuit rejected a ciphertext: {exc}")
     except _KeysUnavailable:
-        services.fail_job(job_id, "evaluation_keys_unavailable", "The session's evaluation keys cannot be read.")
+        fail("evaluation_keys_unavailable", "The session's evaluation keys cannot be read.")
     except _SessionEnded as exc:
-        services.fail_job(job_id, exc.code, "The session ended before the job ran.")
+        fail(exc.code, "The session ended before the job ran.")
     except Exception:
         logger.exception("job crashed", extra={"job_id": job_id})
-        services.fail_job(job_id, "internal_error", "The worker failed to run this job.")
+        fail("internal_error", "The worker failed to run this job.")
 
 
 class _KeysUnavailable(Exception):
@@ -75,8 +77,9 @@ def _run(job: Job) -> None:
         if index:  # the session may end while a batch runs
             _check_session(job)
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
-        blobs.delete(job.output_name(index))  # a crashed earlier attempt may have left one
-        blobs.save_bytes(job.output_name(index), output)
+        name = job.output_name(index, job.attempts)
+        blobs.delete(name)  # a redelivered message of this same attempt may have left one
+        blobs.save_bytes(name, output)
     services.finish_job(job)
 
 
@@ -111,3 +114,11 @@ def _lost_process_code(message: str) -> str:
     if match and int(match.group(1)) not in (signal.SIGKILL, signal.SIGTERM):
         return "circuit_aborted"
     return "worker_lost"
+
+
+@shared_task(name="inference.tasks.recover_jobs")
+def recover_jobs() -> dict[str, int]:
+    from inference.recovery import recover_jobs as sweep
+
+    done = sweep()
+    return {"requeued": done.requeued, "failed": done.failed, "resent": done.resent}

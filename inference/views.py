@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,10 +17,12 @@ from inference import notify, services, uploads
 from inference.ciphertexts import check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
+from inference.serializers import BatchIn, JobOut, ModelOut
 from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
 from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
+from ops.schema import BINARY, errors
 from sessions.lookup import active_session_or_error, client_actor
 
 
@@ -31,6 +34,7 @@ def _model_or_404(name: str) -> ModelVersion:
 
 
 class ModelListView(APIView):
+    @extend_schema(operation_id="list_models", responses={200: ModelOut(many=True), **errors()})
     def get(self, request: Request) -> Response:
         newest: dict[str, ModelVersion] = {}
         for model in ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("name", "-version"):
@@ -39,11 +43,16 @@ class ModelListView(APIView):
 
 
 class ModelDetailView(APIView):
+    @extend_schema(operation_id="get_model", responses={200: ModelOut, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
         return Response(model_json(_model_or_404(name)))
 
 
 class ModelClientBundleView(APIView):
+    @extend_schema(
+        operation_id="get_client_bundle",
+        responses={(200, "application/zip"): OpenApiResponse(BINARY), **errors(404)},
+    )
     def get(self, request: Request, name: str) -> FileResponse:
         model = _model_or_404(name)
         response = FileResponse(
@@ -58,6 +67,12 @@ class JobSubmitView(APIView):
     throttle_classes = [ClientRateThrottle]
     throttle_scope = "jobs"
 
+    @extend_schema(
+        operation_id="submit_job",
+        request={"application/octet-stream": BINARY, "multipart/form-data": BatchIn},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={202: JobOut, **errors(400, 404, 409, 410, 411, 413, 415)},
+    )
     def post(self, request: Request, context_id: str) -> Response:
         session = active_session_or_error(request, context_id)
         cap = settings.MOAI_MAX_CIPHERTEXT_BYTES
@@ -98,6 +113,11 @@ MAX_WAIT_SECONDS = 30.0
 
 
 class JobDetailView(APIView):
+    @extend_schema(
+        operation_id="get_job",
+        parameters=[OpenApiParameter("wait", float, description="hold up to this many seconds (max 30) for the end")],
+        responses={200: JobOut, **errors(400, 404)},
+    )
     def get(self, request: Request, job_id: str) -> Response:
         """``?wait=N`` (seconds, at most 30) holds the answer until the job ends or N passes."""
         job = _job_or_404(request, job_id)
@@ -107,6 +127,7 @@ class JobDetailView(APIView):
             job.refresh_from_db()
         return Response(job_json(job))
 
+    @extend_schema(operation_id="cancel_job", responses={202: JobOut, **errors(404, 409)})
     def delete(self, request: Request, job_id: str) -> Response:
         job = _job_or_404(request, job_id)
         if not services.cancel_job(job, client_actor(request)):
@@ -115,6 +136,11 @@ class JobDetailView(APIView):
 
 
 class JobResultView(APIView):
+    @extend_schema(
+        operation_id="get_job_result",
+        parameters=[OpenApiParameter("index", int, description="which input's output (default 0)")],
+        responses={(200, "application/octet-stream"): OpenApiResponse(BINARY), **errors(400, 404, 409, 410)},
+    )
     def get(self, request: Request, job_id: str) -> FileResponse:
         job = _job_or_404(request, job_id)
         index = _index(request, job)
@@ -123,7 +149,7 @@ class JobResultView(APIView):
         if job.status != Job.Status.SUCCEEDED:
             error = job.error_code or job.status
             raise ApiError(409, "job_failed", f"The job ended {job.status} ({error}); it has no result.")
-        if job.blobs_erased or not default_storage.exists(job.output_name(index)):
+        if job.blobs_erased or not default_storage.exists(job.output_name(index)):  # the attempt that succeeded
             raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
         response = FileResponse(
             default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from inference import runtime
+from inference.models import Job
 from ops import metrics
 from sessions.models import KeySession
 
@@ -123,6 +124,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _heartbeats() -> None:
+    """From the worker's parent: mark the jobs its pool processes are running as alive.
+
+    The parent is never busy with a circuit, so a long job still gets heartbeats;
+    when the whole worker dies they stop, and inference.recovery takes the job back.
+    """
+    from celery.worker import state
+
+    from inference.tasks import run_job
+
+    while not _stop.wait(settings.MOAI_JOB_HEARTBEAT_SECONDS):
+        try:
+            close_old_connections()
+            ids = [request.args[0] for request in list(state.active_requests) if request.name == run_job.name]
+            if ids:
+                Job.objects.filter(pk__in=ids, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+        except Exception:  # a database blip must not stop the heartbeats for good
+            logger.exception("job heartbeat round failed")
+
+
+@worker_ready.connect
+def _start_heartbeats(**_: Any) -> None:
+    threading.Thread(target=_heartbeats, name="job-heartbeats", daemon=True).start()
 
 
 @worker_init.connect

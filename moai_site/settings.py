@@ -163,6 +163,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# HTTPS hardening, on where the service is reached over TLS (gunicorn's own, or a proxy
+# that sets X-Forwarded-Proto). Probes and metrics stay reachable over plain HTTP.
+MOAI_HTTPS = env_bool("MOAI_HTTPS", False)
+if MOAI_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("MOAI_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+X_FRAME_OPTIONS = "DENY"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -191,6 +206,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "ENUM_NAME_OVERRIDES": {
+        "ModelStatusEnum": ["active", "retired"],
+        "JobStatusEnum": ["queued", "running", "succeeded", "failed", "cancelled"],
+        "SessionStatusEnum": ["active", "expired", "invalidated"],
+    },
 }
 
 # Celery: the job row is the source of truth, messages carry only job ids.
@@ -239,7 +259,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "moai"
 # Beat keeps its last-run times in a file; the data folder is writable, the code folder may not be.
 CELERY_BEAT_SCHEDULE_FILENAME = str(MOAI_DATA_DIR / "celerybeat-schedule")
+# Recovery (inference.recovery): a running job without a heartbeat for this long is
+# taken back; heartbeats come every few seconds from the worker's parent process.
+MOAI_JOB_LEASE_SECONDS = env_int("MOAI_JOB_LEASE_SECONDS", 60, minimum=5)
+MOAI_JOB_HEARTBEAT_SECONDS = env_int("MOAI_JOB_HEARTBEAT_SECONDS", 5, minimum=1)
+MOAI_JOB_MAX_ATTEMPTS = env_int("MOAI_JOB_MAX_ATTEMPTS", 3, minimum=1)
+MOAI_REQUEUE_GRACE_SECONDS = env_int("MOAI_REQUEUE_GRACE_SECONDS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE = {
+    "recover-jobs": {"task": "inference.tasks.recover_jobs", "schedule": 15.0},
     "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 30.0},
 }
 

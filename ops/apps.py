@@ -7,6 +7,9 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations and audit"
     default_auto_field = "django.db.models.BigAutoField"
 
+    def ready(self) -> None:
+        from ops import schema  # noqa: F401  (registers the API key scheme with drf-spectacular)
+
 
 class MoaiAdminConfig(admin_apps.AdminConfig):
     """The Django admin, on a site that requires a second factor (ops.admin_site)."""

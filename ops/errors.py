@@ -54,6 +54,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if exc.retry_after is not None:
             response["Retry-After"] = str(exc.retry_after)
         return response
+    unavailable = _dependency_down(exc)
+    if unavailable:
+        logger.warning("dependency unavailable", extra={"dependency": unavailable, "error": str(exc)[:200]})
+        response = Response(
+            error_body(
+                "service_unavailable", f"The {unavailable} is unreachable; try again shortly.", dependency=unavailable
+            ),
+            status=503,
+        )
+        response["Retry-After"] = "5"
+        return response
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "No such resource."), status=404)
     for exc_type, status_code, code in _DRF_CODES:
@@ -65,6 +76,20 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             if status_code == 401:
                 response["WWW-Authenticate"] = 'Bearer realm="moai"'
             return response
+    return None
+
+
+def _dependency_down(exc: Exception) -> str | None:
+    """Which backing service an exception says is down: "database", "broker", or None."""
+    from django.db import InterfaceError, OperationalError
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return "database"
+    if isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeoutError)):
+        return "broker"
     return None
 
 

@@ -88,6 +88,18 @@ class Stack:
             ],
         )
 
+    def restart_worker(self, timeout: float = 90.0) -> None:
+        """Start the worker again after it was stopped or killed, and wait until it consumes."""
+        log = self.log_dir / "worker.log"
+        if log.exists():
+            log.rename(self.log_dir / f"worker-{time.time():.0f}.log")
+        self.start_worker()
+        deadline = time.monotonic() + timeout
+        while not self.worker_ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout} s; see {log}")
+            time.sleep(0.2)
+
     def worker_ready(self) -> bool:
         log = self.log_dir / "worker.log"
         return log.exists() and " ready." in log.read_text(errors="replace")
@@ -105,11 +117,15 @@ class Stack:
         except OSError:
             return False
 
-    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0, group: bool = True) -> None:
+        """Signal a process and wait for it; ``group=False`` signals only the parent, as Kubernetes does."""
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, sig)
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            os.kill(process.pid, sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,9 +17,11 @@ from keys.evaluation_keys import KeyCheckError
 from keys.models import ApiClient
 from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
+from ops.schema import BINARY, errors
 from sessions import services
 from sessions.lookup import client_actor, own_session_or_404
 from sessions.models import KeySession
+from sessions.serializers import SessionDetailOut, SessionOut
 
 
 def session_json(session: KeySession) -> dict[str, Any]:
@@ -39,6 +42,11 @@ class SessionCreateView(APIView):
     throttle_classes = [ClientRateThrottle]
     throttle_scope = "sessions"
 
+    @extend_schema(
+        operation_id="open_session",
+        request={"application/octet-stream": BINARY},
+        responses={201: SessionOut, **errors(400, 404, 411, 413)},
+    )
     def post(self, request: Request, name: str) -> Response:
         model = newest_active(name)
         if model is None:
@@ -59,6 +67,7 @@ class SessionCreateView(APIView):
 
 
 class SessionDetailView(APIView):
+    @extend_schema(operation_id="get_session", responses={200: SessionDetailOut, **errors(404)})
     def get(self, request: Request, context_id: str) -> Response:
         session = own_session_or_404(request, context_id)
         body = session_json(session)
@@ -70,6 +79,7 @@ class SessionDetailView(APIView):
         ]
         return Response(body)
 
+    @extend_schema(operation_id="close_session", responses={204: None, **errors(404)})
     def delete(self, request: Request, context_id: str) -> Response:
         session = own_session_or_404(request, context_id)
         services.end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")

@@ -191,6 +191,8 @@ def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytes
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "MOAI_WORKER_POOL_SIZE": "2",
             "MOAI_WORKER_METRICS_PORT": str(free_port()),
+            # Short enough for the fault tests to see a lost worker's job come back.
+            "MOAI_JOB_HEARTBEAT_SECONDS": "1",
         }
     if settings.REDIS_URL:
         import redis

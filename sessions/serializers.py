@@ -1,0 +1,27 @@
+"""Shapes of the JSON the session endpoints return (for the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class SessionOut(serializers.Serializer):
+    context_id = serializers.UUIDField()
+    model = serializers.CharField()
+    model_version = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["active", "expired", "invalidated"])
+    key_fingerprint = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    ttl_seconds = serializers.IntegerField()
+
+
+class SessionJob(serializers.Serializer):
+    job_id = serializers.UUIDField()
+    status = serializers.CharField()
+    submitted_at = serializers.DateTimeField()
+
+
+class SessionDetailOut(SessionOut):
+    jobs = SessionJob(many=True)

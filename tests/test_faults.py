@@ -1,0 +1,85 @@
+"""Faults injected into real processes: every accepted job ends, once, with a result or a code.
+
+The worker is killed or stopped for real; the recovery sweep runs as beat would run
+it. Redis is the test run's own database (flushed, never the machine's others).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import redis
+from django.conf import settings
+
+from inference.models import Job
+from inference.recovery import recover_jobs
+from moai_site.celery import app as celery_app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def real_broker(settings):
+    """The recovery sweep in this process must publish to the real broker, not run jobs inline."""
+    was = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    settings.MOAI_JOB_LEASE_SECONDS = 5
+    settings.MOAI_REQUEUE_GRACE_SECONDS = 1
+    yield
+    celery_app.conf.task_always_eager = was
+
+
+def _until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_sigkill_of_the_whole_worker_mid_batch(stack, owner, tree, bundles, real_broker):
+    samples = bundles["iris-tree"].samples
+    rows = samples["X"][[i % 4 for i in range(24)]]
+    session = owner.open_session("iris-tree")
+    job_id = owner.submit(session, session.encrypt(rows))["job_id"]
+    _until(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
+    time.sleep(1.0)
+    stack.stop_process("worker", signal.SIGKILL)  # the node is gone: parent and pool processes
+    assert Job.objects.get(pk=job_id).status == "running"
+    stack.restart_worker()
+    _until(lambda: recover_jobs().requeued == 1, 30, "the lost job to be taken back")
+    job = owner.wait(job_id, timeout=180)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    labels = session.decrypt(owner.results(job)).argmax(axis=1).tolist()
+    assert labels == [int(samples["clear_prediction"][i % 4]) for i in range(24)]
+
+
+def test_flushed_broker_with_jobs_queued(stack, owner, logreg, bundles, real_broker):
+    session = owner.open_session("breast-cancer-logreg")
+    stack.stop_process("worker")  # graceful: nothing is running
+    ciphertexts = session.encrypt(bundles["breast-cancer-logreg"].samples["X"][:3])
+    ids = [owner.submit(session, [ct])["job_id"] for ct in ciphertexts]
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # Redis lost every message
+    stack.restart_worker()
+    time.sleep(2)
+    assert set(Job.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
+    time.sleep(1.1)  # past the grace the sweep gives a message in flight
+    assert recover_jobs().resent == 3
+    finished = [owner.wait(job_id, timeout=60) for job_id in ids]
+    assert [job["status"] for job in finished] == ["succeeded"] * 3
+    assert [job["attempts"] for job in finished] == [1, 1, 1]
+
+
+def test_sigterm_during_a_batch_finishes_it(stack, owner, tree, bundles):
+    rows = bundles["iris-tree"].samples["X"][[i % 4 for i in range(12)]]
+    session = owner.open_session("iris-tree")
+    job_id = owner.submit(session, session.encrypt(rows))["job_id"]
+    _until(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
+    # Kubernetes sends SIGTERM to the container's first process, the worker's parent:
+    # Celery's warm shutdown lets the running job finish before it exits.
+    stack.stop_process("worker", signal.SIGTERM, timeout=120, group=False)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1)
+    stack.restart_worker()
