@@ -68,6 +68,7 @@ def _reclaim_stale_running(actor: Actor) -> tuple[int, int]:
             if moved:
                 audit.record(actor, "job.requeued", "job", job.pk, "its worker stopped sending heartbeats",
                              attempt=job.attempts)  # fmt: skip
+                Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
                 transaction.on_commit(partial(services.enqueue, job.pk))
         requeued += moved
     return requeued, failed
@@ -85,6 +86,7 @@ def _resend_lost_queued() -> int:
     lost = [pk for pk in stale if str(pk).encode() not in in_broker]
     for pk in lost:
         services.enqueue(pk)
+    Job.objects.filter(pk__in=lost).update(enqueued_at=timezone.now())
     return len(lost)
 
 
