@@ -9,9 +9,10 @@ from functools import partial
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from inference import blobs, runtime, services
 from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
@@ -22,9 +23,15 @@ from sessions.models import KeySession
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="inference.tasks.run_job")
-def run_job(job_id: str) -> None:
-    job = services.claim_job(job_id)
+@shared_task(name="inference.tasks.run_job", bind=True)
+def run_job(self: Task, job_id: str) -> None:
+    try:
+        job = services.claim_job(job_id)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is away: keep the message alive and try again shortly, rather
+        # than leave the job to the recovery sweep.
+        close_old_connections()
+        raise self.retry(exc=exc, countdown=2, max_retries=None) from exc
     if job is None:
         logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
         return
