@@ -1,0 +1,328 @@
+{{/*
+Names, labels and the pieces every MOAI pod shares. Object templates stay short by
+including these; values.yaml documents what each value means.
+*/}}
+
+{{- define "moai.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name; with the release moai-service it is moai-service, which names the worker Deployment. */}}
+{{- define "moai.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moai.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels of one component: (dict "ctx" $ "component" "web").
+`app` is what the runbook selects by (kubectl logs -l app=moai-service); `component` tells the
+processes apart; the instance label keeps two releases in one namespace apart.
+*/}}
+{{- define "moai.selectorLabels" -}}
+app: {{ include "moai.name" .ctx }}
+component: {{ .component }}
+app.kubernetes.io/name: {{ include "moai.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "moai.labels" -}}
+{{ include "moai.selectorLabels" . }}
+helm.sh/chart: {{ include "moai.chart" .ctx }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end -}}
+
+{{/* Labels of objects that belong to the whole release rather than one component. */}}
+{{- define "moai.releaseLabels" -}}
+app: {{ include "moai.name" . }}
+app.kubernetes.io/name: {{ include "moai.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ include "moai.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "moai.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moai.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "moai.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moai.webName" -}}{{ include "moai.fullname" . }}-web{{- end -}}
+{{- define "moai.dataClaimName" -}}{{ default (printf "%s-data" (include "moai.fullname" .)) .Values.persistence.existingClaim }}{{- end -}}
+
+{{/* Where SECRET_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's, or the chart's own. */}}
+{{- define "moai.secretKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.secretKey.existingSecret }}{{- end -}}
+{{- define "moai.secretKeyKey" -}}{{ ternary .Values.moai.secretKey.existingSecretKey "secret-key" (ne .Values.moai.secretKey.existingSecret "") }}{{- end -}}
+{{- define "moai.databaseSecret" -}}{{ default (include "moai.fullname" .) .Values.database.existingSecret }}{{- end -}}
+{{- define "moai.databaseKey" -}}{{ ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret "") }}{{- end -}}
+{{- define "moai.redisSecret" -}}{{ default (include "moai.fullname" .) .Values.redis.existingSecret }}{{- end -}}
+{{- define "moai.redisKey" -}}{{ ternary .Values.redis.existingSecretKey "redis-url" (ne .Values.redis.existingSecret "") }}{{- end -}}
+
+{{/* mTLS material: the server's key pair, the CA that client certificates must chain to, and an optional probe certificate. */}}
+{{- define "moai.tlsSecret" -}}{{ default (printf "%s-tls" (include "moai.fullname" .)) .Values.moai.tls.existingSecret }}{{- end -}}
+{{- define "moai.clientCaSecret" -}}{{ default (include "moai.tlsSecret" .) .Values.moai.tls.clientCaSecret }}{{- end -}}
+{{- define "moai.metricsClientSecret" -}}{{ default (printf "%s-metrics-client" (include "moai.fullname" .)) .Values.metrics.serviceMonitor.tlsSecret }}{{- end -}}
+
+{{/* A CPU quantity ("4000m", "2", 2.5) in whole cores, rounded down. */}}
+{{- define "moai.cpuCores" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "m" $q -}}
+{{- div (trimSuffix "m" $q | atoi) 1000 -}}
+{{- else -}}
+{{- $q | float64 | floor | int -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A memory quantity ("8Gi", "512Mi", "4G", 4294967296) in MiB, rounded down. */}}
+{{- define "moai.memoryMiB" -}}
+{{- $q := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $number $q -}}
+{{- $perMiB := dict "" (divf 1 1048576) "Ki" (divf 1 1024) "Mi" 1 "Gi" 1024 "Ti" 1048576 "k" (divf 1000 1048576) "M" (divf 1000000 1048576) "G" (divf 1000000000 1048576) "T" (divf 1000000000000 1048576) -}}
+{{- if or (not $number) (not (hasKey $perMiB $unit)) -}}
+{{- fail (printf "cannot read the memory quantity %q: use a number with Ki, Mi, Gi, Ti, k, M, G or T" $q) -}}
+{{- end -}}
+{{- mulf ($number | float64) (get $perMiB $unit) | floor | int -}}
+{{- end -}}
+
+{{/* Memory limit of a worker container divided among its pool processes, in MiB. */}}
+{{- define "moai.workerShareMiB" -}}
+{{- div (include "moai.memoryMiB" .Values.resources.limits.memory | atoi) .Values.moai.workerPoolSize -}}
+{{- end -}}
+
+{{/*
+Checks that values.schema.json cannot express; each failure says what to change.
+Included by every Deployment, so `helm template`, `lint` and `install` all stop on them.
+*/}}
+{{- define "moai.validate" -}}
+{{- if and .Values.postgresql.enabled (or .Values.database.url .Values.database.existingSecret) -}}
+{{- fail "database.url/database.existingSecret name an external database: set postgresql.enabled=false, or leave them empty to use the bundled PostgreSQL" -}}
+{{- end -}}
+{{- if not (or .Values.postgresql.enabled .Values.database.url .Values.database.existingSecret) -}}
+{{- fail "no database: set database.url or database.existingSecret, or postgresql.enabled=true" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) -}}
+{{- fail "redis.url/redis.existingSecret name an external Redis: set redis.enabled=false, or leave them empty to use the bundled Redis" -}}
+{{- end -}}
+{{- if not (or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret) -}}
+{{- fail "no Redis: set redis.url or redis.existingSecret, or redis.enabled=true" -}}
+{{- end -}}
+{{- $share := include "moai.workerShareMiB" . | atoi -}}
+{{- if lt $share 2048 -}}
+{{- fail (printf "resources.limits.memory=%v shared by moai.workerPoolSize=%v pool processes leaves %d MiB each; the runbook's minimum is 2 GiB per worker: raise the limit or lower the pool size" .Values.resources.limits.memory .Values.moai.workerPoolSize $share) -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail (printf "autoscaling.minReplicas=%v is above autoscaling.maxReplicas=%v" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level security: the Pod Security Standard "restricted". The image's user is 10001. */}}
+{{- define "moai.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .gid }}
+fsGroup: {{ .gid }}
+# Large shared volumes: change ownership only when the volume's root does not match.
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "moai.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Environment of every MOAI container. Secrets arrive as files (X_FILE, read by moai_site.env),
+so they are neither in `kubectl describe` nor inherited by child processes' environments.
+*/}}
+{{- define "moai.env" -}}
+{{- $web := include "moai.webName" . -}}
+- name: MOAI_POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+# The pod's address is allowed because the kubelet's probes and Prometheus send it as Host.
+- name: ALLOWED_HOSTS
+  value: {{ concat (list "$(MOAI_POD_IP)" "[$(MOAI_POD_IP)]" "localhost" "127.0.0.1" $web (printf "%s.%s" $web .Release.Namespace) (printf "%s.%s.svc" $web .Release.Namespace) (printf "%s.%s.svc.cluster.local" $web .Release.Namespace)) .Values.moai.allowedHosts | join "," | quote }}
+- name: DEBUG
+  value: "0"
+- name: SECRET_KEY_FILE
+  value: /run/secrets/moai/secret-key
+- name: DATABASE_URL_FILE
+  value: /run/secrets/moai/database-url
+- name: REDIS_URL_FILE
+  value: /run/secrets/moai/redis-url
+# The shared volume: blobs, uploads in progress, beat's schedule, worker status files.
+- name: MOAI_DATA_DIR
+  value: /var/lib/moai
+# Per pod, not on the shared volume: each process host sums only its own processes' metric files.
+- name: PROMETHEUS_MULTIPROC_DIR
+  value: /run/moai/metrics
+- name: HOME
+  value: /tmp
+- name: TMPDIR
+  value: /tmp
+- name: MOAI_SESSION_TTL_SECONDS
+  value: {{ .Values.moai.sessionTtlSeconds | int64 | quote }}
+- name: MOAI_RESULT_RETENTION_SECONDS
+  value: {{ .Values.moai.resultRetentionSeconds | int64 | quote }}
+- name: MOAI_MAX_KEY_BYTES
+  value: {{ .Values.moai.maxKeyBytes | int64 | quote }}
+- name: MOAI_MAX_CIPHERTEXT_BYTES
+  value: {{ .Values.moai.maxCiphertextBytes | int64 | quote }}
+- name: MOAI_JOB_SOFT_TIME_LIMIT
+  value: {{ .Values.moai.jobSoftTimeLimitSeconds | int64 | quote }}
+- name: MOAI_RATE_LIMIT_SESSIONS
+  value: {{ .Values.moai.rateLimitSessions | quote }}
+- name: MOAI_RATE_LIMIT_JOBS
+  value: {{ .Values.moai.rateLimitJobs | quote }}
+- name: MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT
+  value: {{ .Values.moai.maxActiveSessionsPerClient | int64 | quote }}
+- name: MOAI_WORKER_METRICS_PORT
+  value: {{ .Values.moai.workerMetricsPort | int64 | quote }}
+- name: MOAI_LOG_LEVEL
+  value: {{ .Values.moai.logLevel | quote }}
+{{- range .Values.moai.extraEnv }}
+- name: {{ .name }}
+  value: {{ .value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Worker-only environment: pool size and what is derived from the worker's resource limits. */}}
+{{- define "moai.workerEnv" -}}
+{{- $pool := int .Values.moai.workerPoolSize -}}
+{{- $share := include "moai.workerShareMiB" . | atoi -}}
+{{- $cores := include "moai.cpuCores" .Values.resources.limits.cpu | atoi -}}
+- name: MOAI_WORKER_POOL_SIZE
+  value: {{ $pool | quote }}
+# os.cpu_count() in a container is the node's, not the limit: set the threads per pool process here.
+- name: OMP_NUM_THREADS
+  value: {{ max 1 (div $cores $pool) | quote }}
+- name: MOAI_WORKER_MAX_MEMORY_MB
+  value: {{ ternary (int64 .Values.moai.workerMaxMemoryMb) (div (mul $share 3) 4) (gt (int64 .Values.moai.workerMaxMemoryMb) 0) | quote }}
+- name: MOAI_KEY_CACHE_BYTES
+  value: {{ ternary (int64 .Values.moai.keyCacheBytes) (mul (div $share 2) 1048576) (gt (int64 .Values.moai.keyCacheBytes) 0) | quote }}
+{{- end -}}
+
+{{/* Volumes of every MOAI pod: the shared data volume, scratch space, metric files and the secrets. */}}
+{{- define "moai.volumes" -}}
+- name: data
+  persistentVolumeClaim:
+    claimName: {{ include "moai.dataClaimName" . }}
+{{ include "moai.scratchVolumes" . }}
+{{- end -}}
+
+{{/* Everything but the data volume: the migration Job runs without it. */}}
+{{- define "moai.scratchVolumes" -}}
+# Concrete links each circuit into a shared library under TMPDIR when it loads a model.
+- name: tmp
+  emptyDir:
+    sizeLimit: 2Gi
+- name: metrics
+  emptyDir:
+    sizeLimit: 256Mi
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ include "moai.secretKeySecret" . }}
+          items:
+            - key: {{ include "moai.secretKeyKey" . }}
+              path: secret-key
+      - secret:
+          name: {{ include "moai.databaseSecret" . }}
+          items:
+            - key: {{ include "moai.databaseKey" . }}
+              path: database-url
+      - secret:
+          name: {{ include "moai.redisSecret" . }}
+          items:
+            - key: {{ include "moai.redisKey" . }}
+              path: redis-url
+{{- end -}}
+
+{{- define "moai.volumeMounts" -}}
+- name: data
+  mountPath: /var/lib/moai
+- name: tmp
+  mountPath: /tmp
+- name: metrics
+  mountPath: /run/moai/metrics
+- name: secrets
+  mountPath: /run/secrets/moai
+  readOnly: true
+{{- end -}}
+
+{{/* Pod settings shared by web, worker, beat and the migration Job. */}}
+{{- define "moai.podCommon" -}}
+serviceAccountName: {{ include "moai.serviceAccountName" . }}
+# MOAI never talks to the Kubernetes API.
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "moai.podSecurityContext" (dict "uid" 10001 "gid" 10001) | nindent 2 }}
+{{- end -}}
+
+{{/* Pod annotations: a changed Secret rolls the pods that read it. */}}
+{{- define "moai.podAnnotations" -}}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Scheduling of MOAI pods; workers may have their own (worker.nodeSelector, ...). */}}
+{{- define "moai.scheduling" -}}
+{{- $nodeSelector := .nodeSelector | default .ctx.Values.nodeSelector -}}
+{{- $tolerations := .tolerations | default .ctx.Values.tolerations -}}
+{{- $affinity := .affinity | default .ctx.Values.affinity -}}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
