@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
@@ -21,6 +23,7 @@ from ops import metrics
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @shared_task(name="inference.tasks.run_job", bind=True)
@@ -35,7 +38,7 @@ def run_job(self: Task, job_id: str) -> None:
     if job is None:
         logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
         return
-    fail = partial(services.fail_job, job_id, attempt=job.attempts)
+    fail = partial(_surviving_db_outage, partial(services.fail_job, job_id, attempt=job.attempts))
     try:
         with metrics.WORKER_BUSY.track_inprogress():
             _run(job)
@@ -50,6 +53,30 @@ def run_job(self: Task, job_id: str) -> None:
     except Exception:
         logger.exception("job crashed", extra={"job_id": job_id})
         fail("internal_error", "The worker failed to run this job.")
+
+
+DB_RETRY_SECONDS = 60.0
+
+
+def _surviving_db_outage(action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a database write, waiting out a short outage instead of abandoning finished work.
+
+    Outputs already in storage are not thrown away because PostgreSQL restarted while
+    the circuit ran; after DB_RETRY_SECONDS the error goes up and the recovery sweep
+    takes the job back once its lease ends.
+    """
+    deadline = time.monotonic() + DB_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return action(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unreachable; retrying", extra={"retry_in_s": delay})
+            time.sleep(delay)
+            close_old_connections()
+            delay = min(delay * 2, 5.0)
 
 
 class _KeysUnavailable(Exception):
@@ -87,7 +114,7 @@ def _run(job: Job) -> None:
         name = job.output_name(index, job.attempts)
         blobs.delete(name)  # a redelivered message of this same attempt may have left one
         blobs.save_bytes(name, output)
-    services.finish_job(job)
+    _surviving_db_outage(services.finish_job, job)
 
 
 @task_failure.connect
