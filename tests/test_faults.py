@@ -1,7 +1,8 @@
 """Faults injected into real processes: every accepted job ends, once, with a result or a code.
 
 The worker is killed or stopped for real; the recovery sweep runs as beat would run
-it. Redis is the test run's own database (flushed, never the machine's others).
+it. Faults of PostgreSQL and Redis themselves are in tests/test_outages.py, on servers
+of their own.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import signal
 import time
 
 import pytest
-import redis
-from django.conf import settings
 
 from inference.models import Job
 from inference.recovery import recover_jobs
@@ -54,22 +53,6 @@ def test_sigkill_of_the_whole_worker_mid_batch(stack, owner, tree, bundles, real
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
     labels = session.decrypt(owner.results(job)).argmax(axis=1).tolist()
     assert labels == [int(samples["clear_prediction"][i % 4]) for i in range(24)]
-
-
-def test_flushed_broker_with_jobs_queued(stack, owner, logreg, bundles, real_broker):
-    session = owner.open_session("breast-cancer-logreg")
-    stack.stop_process("worker")  # graceful: nothing is running
-    ciphertexts = session.encrypt(bundles["breast-cancer-logreg"].samples["X"][:3])
-    ids = [owner.submit(session, [ct])["job_id"] for ct in ciphertexts]
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # Redis lost every message
-    stack.restart_worker()
-    time.sleep(2)
-    assert set(Job.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
-    time.sleep(1.1)  # past the grace the sweep gives a message in flight
-    assert recover_jobs().resent == 3
-    finished = [owner.wait(job_id, timeout=60) for job_id in ids]
-    assert [job["status"] for job in finished] == ["succeeded"] * 3
-    assert [job["attempts"] for job in finished] == [1, 1, 1]
 
 
 def test_sigterm_during_a_batch_finishes_it(stack, owner, tree, bundles):

@@ -122,3 +122,22 @@ def test_redis_restarted_with_jobs_queued(outage_stack, bundles, tmp_path):
     time.sleep(1.5)
     assert "resent 3 job(s)" in manage("recover_jobs")
     assert [_ended(owner, job_id, manage)["status"] for job_id in ids] == ["succeeded"] * 3
+
+
+def test_flushed_broker_with_jobs_queued(outage_stack, bundles, tmp_path):
+    import redis
+
+    stack, _, rds, api_key, manage = outage_stack
+    owner = _owner(stack, api_key, tmp_path)
+    session = owner.open_session("breast-cancer-logreg")
+    stack.stop_process("worker")  # graceful: nothing is running
+    ciphertexts = session.encrypt(bundles["breast-cancer-logreg"].samples["X"][:3])
+    ids = [owner.submit(session, [ct])["job_id"] for ct in ciphertexts]
+    redis.Redis.from_url(rds.url).flushall()  # Redis lost every message
+    stack.restart_worker()
+    time.sleep(2)
+    statuses = [owner.job(job_id)["status"] for job_id in ids]
+    assert statuses == ["queued"] * 3  # nothing left in the broker to deliver them
+    assert "resent 3 job(s)" in manage("recover_jobs")
+    finished = [_ended(owner, job_id, manage) for job_id in ids]
+    assert [(job["status"], job["attempts"]) for job in finished] == [("succeeded", 1)] * 3
