@@ -156,8 +156,8 @@ def _same_request(job: Job, inputs_sha256: str) -> Job:
 
 
 def _store_input(job: Job, index: int, path: Path) -> str:
-    with path.open("rb") as handle:
-        return blobs.save(job.input_name(index), File(handle))
+    # The spooled file is ours: moved into storage, not copied (as for keys).
+    return blobs.save_local_file(job.input_name(index), path)
 
 
 def enqueue(job_id: uuid.UUID) -> None:

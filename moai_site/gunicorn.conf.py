@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from moai_site.logs import JSON_FORMATTER
+
 bind = os.environ.get("MOAI_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MOAI_WEB_WORKERS", "2"))
 # Threads let one process keep serving polls while another request streams a large key upload.
@@ -48,13 +50,7 @@ _metrics_dir = Path(
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        }
-    },
+    "formatters": {"json": JSON_FORMATTER},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     "root": {"level": "INFO", "handlers": ["stdout"]},
     "loggers": {
