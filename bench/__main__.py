@@ -4,9 +4,12 @@ Prints a table and writes JSON (default ``build/bench/results.json``):
 1. raw ``FHEModelServer.run`` with deserialized keys (the limit) and 2. with keys as
 bytes on every call (how reference servers run), per model, in separate processes;
 3. the service end to end through HTTP, first job of a session and warm jobs;
-4. throughput with concurrent clients against the raw loop's best thread setting;
+4. throughput with concurrent clients against the raw loop's best thread setting, and
+   with a key cache too small for every session everywhere: affinity against oldest first;
 5. a large key upload: seconds and the web process's peak memory growth;
-6. an expiry sweep over many sessions with tiny keys.
+6. an expiry sweep over many sessions with tiny keys;
+and what the worker's runtime import costs (concrete.fhe against concrete.ml), and a
+batch job with its inputs side by side against one after the other.
 ``--quick`` runs a reduced version (the test suite runs it so that it cannot rot).
 """
 
@@ -63,6 +66,8 @@ class Plan:
             models=["breast-cancer-logreg", "iris-tree", "wine-xgb"],
             raw_runs={"breast-cancer-logreg": 200, "iris-tree": 30, "wine-xgb": 7},
             warm_runs={"breast-cancer-logreg": 100, "iris-tree": 30, "wine-xgb": 7},
+            batch_inputs={"iris-tree": 8, "wine-xgb": 4},
+            batch_runs=3,
             throughput_model="iris-tree",
             throughput_seconds=30.0,
             upload_bytes=100 * 1024 * 1024,
@@ -75,6 +80,8 @@ class Plan:
             models=["breast-cancer-logreg", "iris-tree"],
             raw_runs={"breast-cancer-logreg": 20, "iris-tree": 4},
             warm_runs={"breast-cancer-logreg": 10, "iris-tree": 3},
+            batch_inputs={"iris-tree": 4},
+            batch_runs=1,
             throughput_model="iris-tree",
             throughput_seconds=3.0,
             upload_bytes=10 * 1024 * 1024,

@@ -22,8 +22,9 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
+from bench.imports import WAYS
 from bench.raw import _p95
-from scripts.stack import ROOT, Stack
+from scripts.stack import ROOT, Stack, free_port
 
 CPUS = os.cpu_count() or 1
 
@@ -35,28 +36,50 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
     call_command("create_client", "bench", stdout=out)
     api_key = out.getvalue().strip().splitlines()[-1]
     folders = {m: data_dir / "demo" / m for m in plan.models}
-    results: dict[str, Any] = {"raw": {}, "service": {}}
+    results: dict[str, Any] = {"raw": {}, "service": {}, "batch": {}}
+    results["imports"] = {way: _imports(folders[plan.models[0]], way) for way in WAYS}
     for model in plan.models:
         runs = plan.raw_runs[model]
         results["raw"][model] = {
             "threads_all": _raw(folders[model], runs, CPUS),
             "threads_1": _raw(folders[model], runs, 1),
         }
-    # Latency: one pool process using every core, as the raw loop does by default.
-    with Stack({"MOAI_WORKER_POOL_SIZE": "1"}, data_dir / "logs-latency", concurrency=1) as stack:
+    # Latency: one pool process using every core, as the raw loop does by default; a
+    # batch's inputs side by side, one per core (MOAI_BATCH_PARALLELISM's default).
+    with _stack(data_dir / "logs-latency", pool=1) as stack:
         for model in plan.models:
             results["service"][model] = _service_latency(stack.url, api_key, model, folders[model], plan, data_dir)
+        for model, inputs in plan.batch_inputs.items():
+            results["batch"][model] = {"side_by_side": _batch(stack.url, api_key, folders[model], inputs, plan)}
         results["upload"] = _upload(stack, api_key, plan, folders)
-        one_process = _throughput(stack.url, api_key, plan, folders, results["raw"], pool=1)
+        one_process = _throughput(stack, api_key, plan, folders, results["raw"], pool=1)
+    # The other way for batches: inputs one after the other, each with every core.
+    with _stack(data_dir / "logs-batch-sequential", pool=1, MOAI_BATCH_PARALLELISM="1") as stack:
+        for model, inputs in plan.batch_inputs.items():
+            results["batch"][model]["one_after_the_other"] = _batch(stack.url, api_key, folders[model], inputs, plan)
     # Throughput: one pool process per core, one OpenMP thread each (the default).
-    with Stack({"MOAI_WORKER_POOL_SIZE": str(CPUS)}, data_dir / "logs-throughput", concurrency=CPUS) as stack:
-        per_core = _throughput(stack.url, api_key, plan, folders, results["raw"], pool=CPUS)
+    with _stack(data_dir / "logs-throughput", pool=CPUS) as stack:
+        per_core = _throughput(stack, api_key, plan, folders, results["raw"], pool=CPUS)
     # The better pool layout on this machine is the one the service should run with.
     results["throughput"] = max(one_process, per_core, key=lambda r: r["service_jobs_per_s"])
     results["throughput_layouts"] = [one_process, per_core]
+    results["affinity"] = _affinity(api_key, plan, folders, results["raw"], data_dir)
     results["sweep"] = _sweep(plan.sweep_sessions)
     results["targets"] = _targets(results)
     return results
+
+
+def _stack(log_dir: Path, pool: int, **env: str) -> Stack:
+    settings = {"MOAI_WORKER_POOL_SIZE": str(pool), "MOAI_WORKER_METRICS_PORT": str(free_port()), **env}
+    return Stack(settings, log_dir, concurrency=pool)
+
+
+def _imports(folder: Path, way: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.imports", str(folder), way], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
 
 
 def _raw(folder: Path, runs: int, threads: int) -> dict[str, float]:
@@ -102,18 +125,19 @@ def _service_latency(url: str, api_key: str, model: str, folder: Path, plan: Any
 
 
 def _throughput(
-    url: str, api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, Any], pool: int
+    stack: Stack, api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, Any], pool: int, warm: bool = True
 ) -> dict[str, Any]:
+    """Clients (two per core, one session each) submitting one job after the other for a fixed time."""
     model = plan.throughput_model
     clients = 2 * CPUS
     rows = np.load(folders[model] / "samples.npz")["X"]
     sessions = []
     for i in range(clients):
-        client = _client(url, api_key, folders[model].parent.parent / f"tp-keys-{pool}-{i}")
+        client = _client(stack.url, api_key, folders[model].parent.parent / f"tp-keys-{pool}-{i}")
         session = client.open_session(model)
         sessions.append((client, session, session.encrypt(rows)))
-    for client, session, cts in sessions:  # warm keys, as far as the pool allows, before the clock starts
-        for _ in range(pool):
+    for client, session, cts in sessions:  # a first job for each session before the clock starts
+        for _ in range(pool if warm else 1):
             _one_job(client, session, cts[0])
     done: list[int] = [0] * clients
     stop_at = time.monotonic() + plan.throughput_seconds
@@ -124,6 +148,7 @@ def _throughput(
             _one_job(client, session, cts[done[index] % len(cts)])
             done[index] += 1
 
+    misses_before = _key_cache_misses(stack)
     started = time.monotonic()
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -131,6 +156,9 @@ def _throughput(
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
+    misses = _key_cache_misses(stack) - misses_before
+    for client, session, _ in sessions:
+        client.close_session(session.context_id)
     service = sum(done) / elapsed
     best_raw = max(raw[model]["threads_all"]["raw_jobs_per_s"], raw[model]["threads_1"]["raw_jobs_per_s"])
     return {
@@ -140,10 +168,62 @@ def _throughput(
         "clients": clients,
         "seconds": round(elapsed, 2),
         "jobs": sum(done),
+        "key_cache_misses": misses,
         "service_jobs_per_s": service,
         "raw_best_jobs_per_s": best_raw,
         "ratio": service / best_raw,
     }
+
+
+def _key_cache_misses(stack: Stack) -> int:
+    """Evaluation keys a job had to load (and decompress) rather than find warm, from the worker's metrics."""
+    text = requests.get(f"http://127.0.0.1:{stack.env['MOAI_WORKER_METRICS_PORT']}/metrics", timeout=10).text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith('moai_worker_key_cache_total{result="miss"}')
+    )
+
+
+def _affinity(api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """Throughput when each pool process can keep only its share of the sessions' keys warm.
+
+    Two sessions per core, one pool process per core, a key cache that holds two
+    sessions per process: with affinity each process keeps to its own sessions; oldest
+    first (MOAI_AFFINITY_MAX_WAIT_SECONDS=0), every process sees every session and the
+    least recently used keys keep being evicted and decompressed again.
+    """
+    from inference.models import ModelVersion
+
+    version = ModelVersion.objects.filter(name=plan.throughput_model).latest("version")
+    warm_bytes = version.evaluation_keys_bytes * 8  # settings.MOAI_KEY_MEMORY_FACTOR
+    cache = str(int(2.5 * warm_bytes))
+    measured = {}
+    for label, wait in (("affinity", None), ("oldest_first", "0")):
+        env = {"MOAI_KEY_CACHE_BYTES": cache} | ({"MOAI_AFFINITY_MAX_WAIT_SECONDS": wait} if wait else {})
+        with _stack(data_dir / f"logs-{label}", pool=CPUS, **env) as stack:
+            measured[label] = _throughput(stack, api_key, plan, folders, raw, pool=CPUS, warm=False)
+    measured["key_cache_sessions_per_process"] = 2
+    measured["speedup"] = measured["affinity"]["service_jobs_per_s"] / measured["oldest_first"]["service_jobs_per_s"]
+    return measured
+
+
+def _batch(url: str, api_key: str, folder: Path, inputs: int, plan: Any) -> dict[str, Any]:
+    """A job of ``inputs`` ciphertexts, end to end, after a first job has warmed the keys."""
+    client = _client(url, api_key, folder.parent.parent)
+    rows = np.load(folder / "samples.npz")["X"]
+    session = client.open_session(folder.name)
+    ciphertexts = session.encrypt(rows)
+    batch = [ciphertexts[i % len(ciphertexts)] for i in range(inputs)]
+    _one_job(client, session, batch[0])
+    times = []
+    for _ in range(plan.batch_runs):
+        started = time.perf_counter()
+        job = client.wait(client.submit(session, batch)["job_id"], timeout=1800)
+        client.results(job)
+        times.append((time.perf_counter() - started) * 1000)
+    client.close_session(session.context_id)
+    return {"inputs": inputs, "runs": len(times), "median_ms": statistics.median(times)}
 
 
 class _PeakRss:
@@ -307,6 +387,27 @@ def print_table(results: dict[str, Any]) -> None:
         f"upload of {up['bytes'] / 2**20:.0f} MiB: {up['seconds']:.2f} s, {up['mb_per_s']:.0f} MB/s, web peak growth "
         f"{up['web_peak_growth_mib']:.1f} MiB; real {real['model']} keys ({real['bytes'] / 1e6:.1f} MB, checked): "
         f"{real['seconds']:.2f} s, {real['mb_per_s']:.0f} MB/s, web growth {real['web_peak_growth_mib']:.1f} MiB"
+    )
+    aff = results["affinity"]
+    print(
+        f"key cache for {aff['key_cache_sessions_per_process']} sessions per process, {aff['affinity']['clients']} "
+        f"sessions: affinity {aff['affinity']['service_jobs_per_s']:.2f} jobs/s "
+        f"({aff['affinity']['key_cache_misses']} key loads), oldest first "
+        f"{aff['oldest_first']['service_jobs_per_s']:.2f} jobs/s ({aff['oldest_first']['key_cache_misses']} key loads): "
+        f"{aff['speedup']:.2f}x"
+    )
+    for model, batch in results["batch"].items():
+        side, one = batch["side_by_side"], batch["one_after_the_other"]
+        print(
+            f"batch of {side['inputs']} ({model}): inputs side by side {side['median_ms']:.0f} ms, one after the other "
+            f"{one['median_ms']:.0f} ms ({one['median_ms'] / side['median_ms']:.2f}x); raw loop x {side['inputs']}: "
+            f"{results['raw'][model]['threads_all']['raw_median_ms'] * side['inputs']:.0f} ms"
+        )
+    fhe, ml = results["imports"]["concrete-fhe"], results["imports"]["concrete-ml"]
+    print(
+        f"worker runtime import + model load: concrete.fhe {fhe['import_and_load_s']:.2f} s, "
+        f"{fhe['rss_after_load_mib']:.0f} MiB; concrete.ml.deployment {ml['import_and_load_s']:.2f} s, "
+        f"{ml['rss_after_load_mib']:.0f} MiB (torch imported: {ml['torch_imported']})"
     )
     sweep = results["sweep"]
     print(f"expiry sweep: {sweep['expired']} of {sweep['sessions']} sessions in {sweep['seconds']:.2f} s")

@@ -66,6 +66,10 @@ class Job(models.Model):
     # lease: its late writes go to its own attempt's files and its finish is refused.
     attempts = models.PositiveIntegerField(default=0)
     result_attempt = models.PositiveIntegerField(null=True, blank=True)
+    # The broker message (Celery task id) whose pool process runs the current attempt:
+    # a message is a turn to run the job that suits its process best, not always the
+    # job it names (services.claim_job), and this is how its parent finds that job.
+    claim_token = models.CharField(max_length=64, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -11,16 +11,22 @@ pay only for its circuit (DESIGN.md).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from inference import blobs
+from ops import metrics
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion
@@ -105,7 +111,9 @@ class KeyCache:
             entry = self._entries.get(session_id)
             if entry is not None:
                 self._entries.move_to_end(session_id)
+                metrics.KEY_CACHE.labels("hit").inc()
                 return entry[0]
+        metrics.KEY_CACHE.labels("miss").inc()
         from concrete import fhe
 
         data = blobs.read_bytes(keys_blob)
@@ -146,6 +154,53 @@ class KeyCache:
     @property
     def used_bytes(self) -> int:
         return self._used
+
+
+def openmp_threads() -> int:
+    """The OpenMP threads this process may use (celery.py sets them per pool process)."""
+    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+
+
+def batch_parallelism(inputs: int) -> int:
+    """How many of a job's ``inputs`` run side by side (``MOAI_BATCH_PARALLELISM``)."""
+    configured = settings.MOAI_BATCH_PARALLELISM or openmp_threads()
+    return max(1, min(configured, inputs))
+
+
+def run_side_by_side(work: Callable[[int], None], indexes: Iterable[int], parallel: int) -> None:
+    """Call ``work`` on each index, ``parallel`` at a time, and wait for all of them.
+
+    Each thread gets its share of the process's OpenMP threads, so that the cores are
+    shared rather than oversubscribed. An error in one call (or the soft time limit)
+    is raised here once the calls already started have ended: a circuit cannot be
+    interrupted, and the next job must not share the cores with this one's leftovers.
+    None is started after the error.
+    """
+    share = max(1, openmp_threads() // parallel)
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="batch", initializer=_limit_openmp, initargs=(share,))
+    try:
+        for future in [pool.submit(work, index) for index in indexes]:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _limit_openmp(threads: int) -> None:
+    """Set the OpenMP team size of the calling thread only (an OpenMP per-thread setting)."""
+    library = _openmp_library()
+    if library is not None:
+        library.omp_set_num_threads(threads)
+
+
+@cache
+def _openmp_library() -> ctypes.CDLL | None:
+    """The OpenMP runtime Concrete loaded into this process (a private copy in its wheel)."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "/libomp" in line}
+    if not paths:
+        logger.warning("no OpenMP runtime loaded; batch threads keep the process's OpenMP setting")
+        return None
+    return ctypes.CDLL(sorted(paths)[0])
 
 
 models = ModelCache()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
@@ -247,22 +249,57 @@ def purge_expired_results(retention_seconds: int) -> int:
     return count
 
 
-def claim_job(job_id: str) -> Job | None:
-    """Move a job from queued to running, atomically; None if someone else has it or it is gone.
+CLAIM_TRIES = 5
 
-    A redelivered message for a job already running or finished claims nothing,
-    so no job ever runs twice at the same time.
+
+def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
+    """Take the queued job this pool process should run next, atomically; None if none is left.
+
+    A broker message is one turn to run a job, not a particular job: each job sends
+    one message, and each message takes at most one job, so no job is left without a
+    turn. The process takes the oldest queued job, or, while that one has waited less
+    than MOAI_AFFINITY_MAX_WAIT_SECONDS, the oldest of a session whose keys it holds
+    warm (``warm_sessions``): a session's jobs tend to stay where its keys are
+    decompressed, and no job waits for that longer than the setting. ``token`` (the
+    message's id) marks the claim, so the worker's parent can find the job it runs.
+    A compare-and-set makes each claim one attempt; a job is never run twice at once.
     """
-    now = timezone.now()
-    updated = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-        status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
-    )
-    if not updated:
+    for _ in range(CLAIM_TRIES):
+        job_id = _next_job_id(set(warm_sessions))
+        if job_id is None:
+            return None
+        now = timezone.now()
+        claimed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
+            claim_token=token,
+        )  # fmt: skip
+        if claimed:
+            break
+    else:  # others keep taking the jobs first; their messages remain for the rest
         return None
     job = Job.objects.select_related("session", "model_version", "client").get(pk=job_id)
     waited_ms = int((job.started_at - job.submitted_at).total_seconds() * 1000) if job.started_at else None
-    logger.info("job running", extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms})
+    logger.info(
+        "job running",
+        extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms,
+               "keys_warm": str(job.session_id) in warm_sessions},
+    )  # fmt: skip
     return job
+
+
+def _next_job_id(warm_sessions: set[str]) -> uuid.UUID | None:
+    queued = Job.objects.filter(status=Job.Status.QUEUED).order_by("submitted_at")
+    oldest = queued.values_list("pk", "session_id", "submitted_at").first()
+    if oldest is None:
+        return None
+    pk, session_id, submitted_at = oldest
+    waited = (timezone.now() - submitted_at).total_seconds()
+    if not warm_sessions or str(session_id) in warm_sessions or waited >= settings.MOAI_AFFINITY_MAX_WAIT_SECONDS:
+        return pk
+    warm: uuid.UUID | None = (
+        queued.filter(session_id__in=[uuid.UUID(s) for s in warm_sessions]).values_list("pk", flat=True).first()
+    )
+    return warm or pk
 
 
 def finish_job(job: Job) -> bool:

@@ -29,16 +29,17 @@ T = TypeVar("T")
 @shared_task(name="inference.tasks.run_job", bind=True)
 def run_job(self: Task, job_id: str) -> None:
     try:
-        job = services.claim_job(job_id)
+        # The message is a turn to run a job: maybe another one, whose keys this process holds.
+        job = services.claim_job(self.request.id or job_id, runtime.keys.session_ids())
     except (OperationalError, InterfaceError) as exc:
         # The database is away: keep the message alive and try again shortly, rather
         # than leave the job to the recovery sweep.
         close_old_connections()
         raise self.retry(exc=exc, countdown=2, max_retries=None) from exc
     if job is None:
-        logger.info("job not claimable (already taken, finished or unknown)", extra={"job_id": job_id})
+        logger.info("no queued job left for this message", extra={"job_id": job_id})
         return
-    fail = partial(_surviving_db_outage, partial(services.fail_job, job_id, attempt=job.attempts))
+    fail = partial(_surviving_db_outage, partial(services.fail_job, str(job.pk), attempt=job.attempts))
     try:
         with metrics.WORKER_BUSY.track_inprogress():
             _run(job)
@@ -51,7 +52,7 @@ def run_job(self: Task, job_id: str) -> None:
     except _SessionEnded as exc:
         fail(exc.code, "The session ended before the job ran.")
     except Exception:
-        logger.exception("job crashed", extra={"job_id": job_id})
+        logger.exception("job crashed", extra={"job_id": str(job.pk)})
         fail("internal_error", "The worker failed to run this job.")
 
 
@@ -107,27 +108,36 @@ def _run(job: Job) -> None:
     except (OSError, RuntimeError) as exc:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc
-    for index in range(job.input_count):
-        if index:  # the session may end while a batch runs
-            _check_session(job)
+
+    def run_input(index: int) -> None:
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
         name = job.output_name(index, job.attempts)
         blobs.delete(name)  # a redelivered message of this same attempt may have left one
         blobs.save_bytes(name, output)
+
+    parallel = runtime.batch_parallelism(job.input_count)
+    for start in range(0, job.input_count, parallel):
+        if start:  # the session may end while a batch runs: check between rounds
+            _check_session(job)
+        indexes = range(start, min(start + parallel, job.input_count))
+        if parallel == 1:
+            run_input(start)
+        else:
+            runtime.run_side_by_side(run_input, indexes, parallel)
     _surviving_db_outage(services.finish_job, job)
 
 
 @task_failure.connect
-def _fail_job_of_lost_process(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:
+def _fail_job_of_lost_process(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     """A pool process died under a job (a circuit abort or a kill): fail that job, never re-run it.
 
     Celery calls this in the parent process, which survives; the message is
-    acknowledged (no requeue), so a job that aborts the runtime cannot loop.
+    acknowledged (no requeue), so a job that aborts the runtime cannot loop. The job
+    is the one this message claimed, found by its claim token.
     """
-    if getattr(sender, "name", None) != run_job.name:
-        return
-    args = kwargs.get("args") or ()
-    if not args:
+    if getattr(sender, "name", None) != run_job.name or not task_id:
         return
     if isinstance(exception, TimeLimitExceeded):
         code = "time_limit_exceeded"
@@ -135,7 +145,9 @@ def _fail_job_of_lost_process(sender: Any = None, exception: BaseException | Non
         code = _lost_process_code(str(exception))
     else:
         return
-    services.fail_job(str(args[0]), code, f"The worker process running this job died: {exception}")
+    claimed = Job.objects.filter(claim_token=task_id, status=Job.Status.RUNNING).values_list("pk", "attempts")
+    for job_id, attempt in claimed:
+        services.fail_job(str(job_id), code, f"The worker process running this job died: {exception}", attempt=attempt)
 
 
 def _lost_process_code(message: str) -> str:

@@ -132,18 +132,23 @@ def _heartbeats() -> None:
     The parent is never busy with a circuit, so a long job still gets heartbeats;
     when the whole worker dies they stop, and inference.recovery takes the job back.
     """
+    while not _stop.wait(settings.MOAI_JOB_HEARTBEAT_SECONDS):
+        try:
+            close_old_connections()
+            _heartbeat_round()
+        except Exception:  # a database blip must not stop the heartbeats for good
+            logger.exception("job heartbeat round failed")
+
+
+def _heartbeat_round() -> None:
     from celery.worker import state
 
     from inference.tasks import run_job
 
-    while not _stop.wait(settings.MOAI_JOB_HEARTBEAT_SECONDS):
-        try:
-            close_old_connections()
-            ids = [request.args[0] for request in list(state.active_requests) if request.name == run_job.name]
-            if ids:
-                Job.objects.filter(pk__in=ids, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
-        except Exception:  # a database blip must not stop the heartbeats for good
-            logger.exception("job heartbeat round failed")
+    # A message runs the job that its claim marked with the message's id.
+    tokens = [request.id for request in list(state.active_requests) if request.name == run_job.name]
+    if tokens:
+        Job.objects.filter(claim_token__in=tokens, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
 
 
 @worker_ready.connect

@@ -7,7 +7,11 @@ value, so Kubernetes and Docker secrets can be mounted instead of exported.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -29,13 +33,21 @@ def env_str(name: str, default: str | None = None) -> str | None:
 
 
 def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    return _env_number(name, int, default, minimum)
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    return _env_number(name, float, default, minimum)
+
+
+def _env_number(name: str, kind: Callable[[str], N], default: N, minimum: N | None) -> N:
     raw = env_str(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from exc
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from moai_site.env import ConfigError, env_bool, env_int, env_list, env_str
+from moai_site.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 from moai_site.logs import JSON_FORMATTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +38,14 @@ MOAI_MAX_CIPHERTEXT_BYTES = env_int("MOAI_MAX_CIPHERTEXT_BYTES", 16 * 1024 * 102
 # is bounded by that estimate, not by the bytes on disk.
 MOAI_KEY_CACHE_BYTES = env_int("MOAI_KEY_CACHE_BYTES", 4 * 1024 * 1024 * 1024, minimum=0)
 MOAI_KEY_MEMORY_FACTOR = 8
+# Inputs of one batch run side by side in this many threads of a pool process, each
+# with its share of the process's OpenMP threads; 1 runs them one after the other
+# with all of them. 0: one input per OpenMP thread of the process. The runtime lets go
+# of the GIL while a circuit runs; `python -m bench` measures both ways (README).
+MOAI_BATCH_PARALLELISM = env_int("MOAI_BATCH_PARALLELISM", 0, minimum=0)
+# A pool process prefers queued jobs of sessions whose keys it holds warm, unless the
+# oldest queued job has waited this long: then that one goes first. 0: oldest first always.
+MOAI_AFFINITY_MAX_WAIT_SECONDS = env_float("MOAI_AFFINITY_MAX_WAIT_SECONDS", 2.0, minimum=0.0)
 MOAI_KEY_REVOCATION_SECONDS = env_int("MOAI_KEY_REVOCATION_SECONDS", 2, minimum=1)
 MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = env_int("MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT", 100, minimum=1)
 MOAI_RATE_LIMIT_SESSIONS = env_str("MOAI_RATE_LIMIT_SESSIONS", "60/min")

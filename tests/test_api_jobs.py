@@ -53,7 +53,12 @@ def test_single_input_runs_and_decrypts_to_the_clear_prediction(
     assert bundle.decrypt_label(b"".join(result.streaming_content)) == int(bundle.samples["clear_prediction"][1])
 
 
-def test_batch_keeps_the_order_of_inputs(alice, context_id, bundles, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize("parallelism", [1, 2, 3])
+def test_batch_keeps_the_order_of_inputs(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, settings, parallelism
+):
+    # One after the other, two side by side, and three (4 inputs: an uneven last round).
+    settings.MOAI_BATCH_PARALLELISM = parallelism
     bundle = bundles[LOGREG]
     rows = [0, 1, 2, 3]
     files = [SimpleUploadedFile(f"{i}.bin", bundle.encrypt(i), "application/octet-stream") for i in rows]

@@ -42,6 +42,16 @@ def test_reduced_benchmark_measures_everything(tmp_path):
     assert 0 < results["throughput"]["ratio"] < 1.5
     assert results["upload"]["mb_per_s"] > 0
     assert results["upload"]["real_keys"]["bytes"] == 33_751_672
+    for label in ("affinity", "oldest_first"):
+        assert results["affinity"][label]["jobs"] > 0
+        assert results["affinity"][label]["key_cache_misses"] >= 0
+    batch = results["batch"]["iris-tree"]
+    assert batch["side_by_side"]["median_ms"] > 0
+    assert batch["one_after_the_other"]["median_ms"] > 0
+    fhe, ml = results["imports"]["concrete-fhe"], results["imports"]["concrete-ml"]
+    assert (fhe["torch_imported"], ml["torch_imported"]) == (False, True)
+    assert 0 < fhe["import_and_load_s"]
+    assert "worker runtime import" in done.stdout
     assert results["sweep"]["expired"] == results["sweep"]["sessions"]
     assert results["sweep"]["key_files_left"] == 0
     assert all("met" in t for name, t in results["targets"].items() if name != "iris-tree")

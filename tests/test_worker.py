@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
 import pytest
 from billiard.exceptions import WorkerLostError
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
-from inference import services, tasks
+from inference import services, tasks, worker
 from inference.models import Job
 from ops.audit import Actor
 from sessions import services as session_services
@@ -60,10 +66,121 @@ def test_a_running_job_fails_if_its_session_ends_before_it_runs(queued_job):
     ],
 )
 def test_a_lost_process_fails_its_running_job_with_a_code(queued_job, message, code):
-    services.claim_job(str(queued_job.id))
-    # Celery sends this signal from the parent process when a pool process dies.
+    services.claim_job("message-1")
+    # Celery sends this signal from the parent process when a pool process dies; the
+    # message's own argument names no job that matters: its claim token does.
     tasks._fail_job_of_lost_process(
-        sender=tasks.run_job, exception=WorkerLostError(message), args=(str(queued_job.id),)
+        sender=tasks.run_job, task_id="message-1", exception=WorkerLostError(message), args=("another-job",)
     )
     queued_job.refresh_from_db()
     assert (queued_job.status, queued_job.error_code) == ("failed", code)
+
+
+def test_a_lost_process_of_another_message_fails_nothing(queued_job):
+    services.claim_job("message-1")
+    tasks._fail_job_of_lost_process(
+        sender=tasks.run_job, task_id="message-2", exception=WorkerLostError("signal 9"), args=(str(queued_job.id),)
+    )
+    queued_job.refresh_from_db()
+    assert queued_job.status == "running"
+
+
+@pytest.fixture
+def two_sessions_jobs(alice, logreg, open_session, bundles, django_capture_on_commit_callbacks):
+    """A job of session A submitted first, then a job of session B; both queued."""
+    jobs = []
+    for _ in range(2):
+        context_id = open_session(alice, logreg)
+        with django_capture_on_commit_callbacks(execute=False):
+            response = post_bytes(
+                alice.http, f"/api/v1/sessions/{context_id}/jobs", bundles["breast-cancer-logreg"].encrypt(0)
+            )
+        jobs.append(Job.objects.get(pk=response.json()["job_id"]))
+    return jobs
+
+
+def test_a_process_takes_the_job_of_a_session_whose_keys_it_holds_first(two_sessions_jobs, settings):
+    first, second = two_sessions_jobs
+    settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 60
+    claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
+    assert getattr(claimed, "pk", None) == second.pk
+    assert claimed.claim_token == "message-1"
+    # A process holding neither session's keys takes the oldest.
+    other = services.claim_job("message-2", warm_sessions=["00000000-0000-0000-0000-000000000000"])
+    assert getattr(other, "pk", None) == first.pk
+    assert services.claim_job("message-3") is None
+
+
+def test_the_oldest_job_goes_first_once_it_has_waited_long_enough(two_sessions_jobs, settings):
+    first, second = two_sessions_jobs
+    settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 5
+    Job.objects.filter(pk=first.pk).update(submitted_at=timezone.now() - timedelta(seconds=6))
+    claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
+    assert getattr(claimed, "pk", None) == first.pk
+
+
+def test_affinity_off_runs_jobs_oldest_first(two_sessions_jobs, settings):
+    first, second = two_sessions_jobs
+    settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 0
+    claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
+    assert getattr(claimed, "pk", None) == first.pk
+
+
+def test_every_message_runs_one_job_whichever_it_names(two_sessions_jobs):
+    first, second = two_sessions_jobs
+    # Both messages name the first job; they still run both, one each.
+    tasks.run_job(str(first.pk))
+    tasks.run_job(str(first.pk))
+    for job in (first, second):
+        job.refresh_from_db()
+        assert (job.status, job.attempts) == ("succeeded", 1)
+
+
+def test_heartbeats_reach_the_job_a_message_claimed(two_sessions_jobs, monkeypatch):
+    from celery.worker import state
+
+    first, _ = two_sessions_jobs
+    services.claim_job("message-1")
+    Job.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    request = SimpleNamespace(id="message-1", name=tasks.run_job.name, args=("some-other-job",))
+    monkeypatch.setattr(state, "active_requests", [request])
+    worker._heartbeat_round()
+    first.refresh_from_db()
+    assert first.heartbeat_at > timezone.now() - timedelta(seconds=30)
+
+
+def test_batch_threads_share_the_processes_openmp_threads(monkeypatch):
+    from concrete import fhe  # noqa: F401  (loads Concrete's OpenMP runtime, as a job does)
+
+    from inference import runtime
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    library = runtime._openmp_library()
+    assert library is not None
+    seen: dict[int, tuple[str, int]] = {}
+
+    def work(index: int) -> None:
+        seen[index] = (threading.current_thread().name, library.omp_get_max_threads())
+
+    before = library.omp_get_max_threads()
+    runtime.run_side_by_side(work, range(4), parallel=2)
+    assert sorted(seen) == [0, 1, 2, 3]
+    assert {threads for _, threads in seen.values()} == {2}  # 4 OpenMP threads, 2 inputs at a time
+    assert all(name.startswith("batch") for name, _ in seen.values())
+    assert library.omp_get_max_threads() == before  # the setting is per thread
+
+
+def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatch):
+    from inference import runtime
+
+    started: list[int] = []
+
+    def work(index: int) -> None:
+        started.append(index)
+        if index == 0:
+            raise runtime.CircuitInputError("bad ciphertext")
+        time.sleep(0.2)
+
+    with pytest.raises(runtime.CircuitInputError):
+        runtime.run_side_by_side(work, range(10), parallel=2)
+    assert len(started) < 10
