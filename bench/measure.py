@@ -198,7 +198,7 @@ def _affinity(api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, 
     version = ModelVersion.objects.filter(name=plan.throughput_model).latest("version")
     warm_bytes = version.evaluation_keys_bytes * 8  # settings.MOAI_KEY_MEMORY_FACTOR
     cache = str(int(2.5 * warm_bytes))
-    measured = {}
+    measured: dict[str, Any] = {}
     for label, wait in (("affinity", None), ("oldest_first", "0")):
         env = {"MOAI_KEY_CACHE_BYTES": cache} | ({"MOAI_AFFINITY_MAX_WAIT_SECONDS": wait} if wait else {})
         with _stack(data_dir / f"logs-{label}", pool=CPUS, **env) as stack:
@@ -389,12 +389,11 @@ def print_table(results: dict[str, Any]) -> None:
         f"{real['seconds']:.2f} s, {real['mb_per_s']:.0f} MB/s, web growth {real['web_peak_growth_mib']:.1f} MiB"
     )
     aff = results["affinity"]
+    on, off = aff["affinity"], aff["oldest_first"]
     print(
-        f"key cache for {aff['key_cache_sessions_per_process']} sessions per process, {aff['affinity']['clients']} "
-        f"sessions: affinity {aff['affinity']['service_jobs_per_s']:.2f} jobs/s "
-        f"({aff['affinity']['key_cache_misses']} key loads), oldest first "
-        f"{aff['oldest_first']['service_jobs_per_s']:.2f} jobs/s ({aff['oldest_first']['key_cache_misses']} key loads): "
-        f"{aff['speedup']:.2f}x"
+        f"key cache for {aff['key_cache_sessions_per_process']} sessions per process, {on['clients']} "
+        f"sessions: affinity {on['service_jobs_per_s']:.2f} jobs/s ({on['key_cache_misses']} key loads), oldest first "
+        f"{off['service_jobs_per_s']:.2f} jobs/s ({off['key_cache_misses']} key loads): {aff['speedup']:.2f}x"
     )
     for model, batch in results["batch"].items():
         side, one = batch["side_by_side"], batch["one_after_the_other"]

@@ -50,7 +50,7 @@ def test_reduced_benchmark_measures_everything(tmp_path):
     assert batch["one_after_the_other"]["median_ms"] > 0
     fhe, ml = results["imports"]["concrete-fhe"], results["imports"]["concrete-ml"]
     assert (fhe["torch_imported"], ml["torch_imported"]) == (False, True)
-    assert 0 < fhe["import_and_load_s"]
+    assert fhe["import_and_load_s"] > 0
     assert "worker runtime import" in done.stdout
     assert results["sweep"]["expired"] == results["sweep"]["sessions"]
     assert results["sweep"]["key_files_left"] == 0
