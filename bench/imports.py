@@ -1,5 +1,6 @@
 """What the worker's choice of runtime import costs: ``concrete.fhe`` alone against
-``concrete.ml.deployment`` (which pulls in torch and scikit-learn).
+``concrete.ml.deployment``. Both bring torch (``concrete.fhe``'s extensions import it);
+``concrete.ml`` adds scikit-learn, ONNX and the rest of its training stack.
 
 Each way runs in a fresh interpreter, as a worker's pool process would start:
 import, then load the model's ``server.zip``. ``python -m bench.imports FOLDER WAY``

@@ -53,8 +53,7 @@ def run_load(url: str, api_keys: list[str], samples: Path, key_root: Path, secon
                 with lock:
                     tally["accepted"] += 1
                     accepted_ids.append(job["job_id"])
-                job = client.wait(job["job_id"], timeout=120)
-                label = int(session.decrypt(client.results(job)).argmax(axis=1)[0])
+                label = int(session.decrypt(client.outputs(job, timeout=120)).argmax(axis=1)[0])
                 with lock:
                     tally["completed"] += 1
                     tally["wrong"] += label != expected[row]

@@ -1,7 +1,9 @@
 """The FHE runtime of a worker process: loaded model servers and warm evaluation keys.
 
-Only ``concrete.fhe`` is imported here, never ``concrete.ml`` (which pulls in torch
-and scikit-learn): the worker runs circuits and needs nothing else.
+Only ``concrete.fhe`` is imported here, never ``concrete.ml``: the worker runs
+circuits and needs nothing else. ``concrete.fhe`` itself imports torch (its
+extensions do); ``concrete.ml`` would add scikit-learn, ONNX and more on top
+(``python -m bench`` measures both: start-up seconds and resident memory).
 
 Both caches live for the life of the pool process. Loading ``server.zip`` compiles
 the circuit (about a second), and the first run with a freshly deserialized key

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import task_failure
+from celery.signals import task_failure, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from inference import blobs, runtime, services
@@ -54,6 +54,15 @@ def run_job(self: Task, job_id: str) -> None:
     except Exception:
         logger.exception("job crashed", extra={"job_id": str(job.pk)})
         fail("internal_error", "The worker failed to run this job.")
+
+
+@task_prerun.connect
+def _reuse_healthy_connections(task: Task | None = None, **_: Any) -> None:
+    """Keep database connections across tasks, as a web request does: drop the ones past
+    CONN_MAX_AGE or broken (a PostgreSQL restart), and health-check the rest on first use.
+    A task run inline (eager) shares its caller's connection and transaction: left alone."""
+    if task is not None and not getattr(task.request, "is_eager", False):
+        close_old_connections()
 
 
 DB_RETRY_SECONDS = 60.0

@@ -121,10 +121,7 @@ class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         """``?wait=N`` (seconds, at most 30) holds the answer until the job ends or N passes."""
         job = _job_or_404(request, job_id)
-        wait = _wait_seconds(request)
-        if wait and job.status not in Job.FINISHED:
-            notify.wait_for(str(job.pk), lambda: Job.objects.filter(pk=job.pk, status__in=Job.FINISHED).exists(), wait)
-            job.refresh_from_db()
+        _hold_until_ended(job, _wait_seconds(request))
         return Response(job_json(job))
 
     @extend_schema(operation_id="cancel_job", responses={202: JobOut, **errors(404, 409)})
@@ -138,12 +135,17 @@ class JobDetailView(APIView):
 class JobResultView(APIView):
     @extend_schema(
         operation_id="get_job_result",
-        parameters=[OpenApiParameter("index", int, description="which input's output (default 0)")],
+        parameters=[
+            OpenApiParameter("index", int, description="which input's output (default 0)"),
+            OpenApiParameter("wait", float, description="hold up to this many seconds (max 30) for the job's end"),
+        ],
         responses={(200, "application/octet-stream"): OpenApiResponse(BINARY), **errors(400, 404, 409, 410)},
     )
     def get(self, request: Request, job_id: str) -> FileResponse:
+        """``?wait=N`` holds the answer until the job ends or N passes: submit, then one request for the result."""
         job = _job_or_404(request, job_id)
         index = _index(request, job)
+        _hold_until_ended(job, _wait_seconds(request))
         if job.status in (Job.Status.QUEUED, Job.Status.RUNNING):
             raise ApiError(409, "job_not_finished", f"The job is {job.status}; poll GET /jobs/{{id}} until it ends.")
         if job.status != Job.Status.SUCCEEDED:
@@ -156,6 +158,17 @@ class JobResultView(APIView):
         )
         response["X-Moai-Output-Index"] = str(index)
         return response
+
+
+def _hold_until_ended(job: Job, seconds: float) -> None:
+    """Wait up to ``seconds`` for the job to end (woken by the worker), then reload it."""
+    if seconds and job.status not in Job.FINISHED:
+
+        def ended() -> bool:
+            job.refresh_from_db()  # one query per check, and the answer is the fresh row
+            return job.status in Job.FINISHED
+
+        notify.wait_for(str(job.pk), ended, seconds)
 
 
 def _wait_seconds(request: Request) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from moai_client.errors import MoaiError, MoaiJobFailed, MoaiTimeout
+from moai_client.errors import MoaiApiError, MoaiError, MoaiJobFailed, MoaiTimeout
 from moai_client.http import Http
 
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -179,15 +179,47 @@ class MoaiClient:
         return job
 
     def results(self, job: dict[str, Any]) -> list[bytes]:
+        """The outputs of a job that has ended (see ``outputs`` to wait for them)."""
         return [
             self.http.request("GET", f"jobs/{job['job_id']}/result", params={"index": i}).content
             for i in range(job["inputs"])
         ]
 
+    def outputs(self, job: dict[str, Any], timeout: float = 600.0) -> list[bytes]:
+        """The outputs of a submitted job, as soon as it ends: the first download waits on the
+        server (``?wait=``), so a job costs two requests, submit and result, and no polling.
+        MoaiJobFailed if the job did not succeed."""
+        first = self._first_output(job["job_id"], timeout)
+        rest = [
+            self.http.request("GET", f"jobs/{job['job_id']}/result", params={"index": i}).content
+            for i in range(1, job["inputs"])
+        ]
+        return [first, *rest]
+
+    def _first_output(self, job_id: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        with tqdm(desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed}"):
+            while True:
+                hold = max(0.0, min(20.0, deadline - time.monotonic()))
+                try:
+                    response = self.http.request(
+                        "GET", f"jobs/{job_id}/result", params={"index": 0, "wait": f"{hold:.3f}"},
+                        timeout=hold + self.http.timeout,
+                    )  # fmt: skip
+                    return response.content
+                except MoaiApiError as exc:
+                    if exc.code == "job_failed":
+                        raise MoaiJobFailed(self.job(job_id)) from None
+                    if exc.code != "job_not_finished":
+                        raise
+                if time.monotonic() >= deadline:
+                    raise MoaiTimeout(f"job {job_id} not finished after {timeout} s")
+
     def predict(self, session: Session, X: np.ndarray, timeout: float = 600.0) -> Prediction:
-        """Encrypt each row, run them as one job, wait, and decrypt the outputs."""
+        """Encrypt each row, run them as one job, wait for its outputs, and decrypt them."""
         started = time.perf_counter()
         job = self.submit(session, session.encrypt(X))
-        job = self.wait(job["job_id"], timeout=timeout)
-        scores = session.decrypt(self.results(job))
+        scores = session.decrypt(self.outputs(job, timeout=timeout))
+        # Only a job that succeeded has outputs: the job as submitted, with that status.
+        job = {**job, "status": "succeeded"}
         return Prediction(scores=scores, job=job, seconds=time.perf_counter() - started)

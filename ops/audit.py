@@ -98,8 +98,13 @@ def record(
 
 
 def record_many(entries: list[Entry]) -> list[AuditRecord]:
-    """Append records in order, chained, in one insert (bulk state changes write one record each)."""
-    with transaction.atomic():
+    """Append records in order, chained, in one insert (bulk state changes write one record each).
+
+    Inside the caller's transaction (the state change being recorded) no savepoint is
+    taken: an audit write that fails must undo that change anyway, and a savepoint
+    costs two database round trips per record.
+    """
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         prev = AuditRecord.objects.order_by("-id").values_list("digest", flat=True).first() or GENESIS
         now = timezone.now()
