@@ -33,6 +33,8 @@ JOB_FAILED = Counter("moai_job_failed", "Jobs that failed, by error code.", ["re
 JOBS_FINISHED = Counter("moai_jobs_finished", "Jobs that ended, per model and final status.", ["model", "status"])
 WORKER_BUSY = Gauge("moai_worker_busy", "Worker pool processes running a job now.", multiprocess_mode="livesum")
 KEY_CACHE = Counter("moai_worker_key_cache", "Evaluation-key lookups by a job in its pool process's cache.", ["result"])
+for _result in ("hit", "miss"):  # both series exist from the start, so rate() and ratios work at once
+    KEY_CACHE.labels(_result)
 WORKER_PROCESSES = Gauge("moai_worker_processes", "Live worker pool processes.", multiprocess_mode="livesum")
 
 

@@ -197,3 +197,24 @@ def test_wait_returns_when_the_time_is_up(alice, context_id, bundles, django_cap
     started = time.monotonic()
     assert alice.http.get(f"/api/v1/jobs/{job_id}?wait=0.5").json()["status"] == "queued"
     assert 0.45 <= time.monotonic() - started < 3
+
+
+def test_a_result_download_can_wait_for_the_end(alice, context_id, bundles, django_capture_on_commit_callbacks):
+    import time
+
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    started = time.monotonic()
+    response = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait=0.5")
+    assert (response.status_code, error_code(response)) == (409, "job_not_finished")
+    assert 0.45 <= time.monotonic() - started < 3
+    for bad in ("31", "-1", "soon", "nan"):
+        response = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait={bad}")
+        assert (response.status_code, error_code(response)) == (400, "invalid_request"), bad
+    from inference import services
+
+    services.fail_job(job_id, "invalid_ciphertext", "test")
+    started = time.monotonic()
+    response = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait=30")
+    assert (response.status_code, error_code(response)) == (409, "job_failed")
+    assert time.monotonic() - started < 1
