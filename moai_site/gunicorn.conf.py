@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
+
+from gunicorn import util as gunicorn_util
 
 from moai_site.logs import JSON_FORMATTER
 
@@ -25,6 +29,35 @@ graceful_timeout = int(os.environ.get("MOAI_WEB_GRACEFUL_TIMEOUT", "30"))
 limit_request_line = 4096
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+# A request gunicorn cannot parse (a header or request line over these limits, a broken
+# request line, a bad chunk) is answered by gunicorn itself, before Django, with an HTML
+# page. Clients of this API get every error in its JSON format, so gunicorn's error
+# writer is replaced here; the status and reason stay gunicorn's. The workers fork from
+# the process that reads this file, so they all inherit it.
+_GUNICORN_ERROR_CODES = {
+    400: "invalid_request",
+    403: "forbidden",
+    414: "request_line_too_long",
+    417: "expectation_failed",
+    431: "request_headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    message = f"{reason}: {mesg[:200]}" if mesg else reason
+    code = _GUNICORN_ERROR_CODES.get(status_int, "invalid_request")
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _write_json_error
 
 # mTLS: with MOAI_TLS_CERT/KEY set gunicorn serves HTTPS; with MOAI_TLS_CLIENT_CA set too,
 # it requires and verifies a client certificate signed by that CA.

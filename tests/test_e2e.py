@@ -97,6 +97,27 @@ def test_oversized_key_upload_is_refused_before_the_body_is_sent(stack, owner, l
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize(
+    ("request_head", "status", "code"),
+    [
+        (f"GET /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {'a' * 9000}\r\n\r\n", 431,
+         "request_headers_too_large"),
+        (f"GET /api/v1/{'m' * 5000} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, "request_line_too_long"),
+        ("GET /api/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n", 400, "invalid_request"),
+        ("NONSENSE\r\n\r\n", 400, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_requests_gunicorn_refuses_itself_get_the_json_error_format(stack, request_head, status, code):
+    """Refused before Django by gunicorn's own limits and parser, and still in the API's error format."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(request_head.encode())
+        reply = _read_response(sock)
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} "), head
+    assert "Content-Type: application/json" in head
+    assert json.loads(body)["error"]["code"] == code
+
+
 def test_a_circuit_that_aborts_fails_its_job_and_the_worker_goes_on(stack, owner, tree, bundles):
     session = owner.open_session("iris-tree")
     # Keys made for another model slip past the upload checks only if storage is
