@@ -2,7 +2,8 @@
 
 Prints a table and writes JSON (default ``build/bench/results.json``):
 1. raw ``FHEModelServer.run`` with deserialized keys (the limit) and 2. with keys as
-bytes on every call (how reference servers run), per model, in separate processes;
+bytes on every call (how reference servers run), per model, in separate processes
+(and the same loop with ``fhe.Server`` in a process with the worker's imports only);
 3. the service end to end through HTTP, first job of a session and warm jobs;
 4. throughput with concurrent clients against the raw loop's best thread setting, and
    with a key cache too small for every session everywhere: affinity against oldest first;

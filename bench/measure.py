@@ -40,9 +40,11 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
     results["imports"] = {way: _imports(folders[plan.models[0]], way) for way in WAYS}
     for model in plan.models:
         runs = plan.raw_runs[model]
+        dump = data_dir / "raw-inputs" / model
         results["raw"][model] = {
-            "threads_all": _raw(folders[model], runs, CPUS),
+            "threads_all": _raw(folders[model], runs, CPUS, dump),
             "threads_1": _raw(folders[model], runs, 1),
+            "fhe_only": _raw_fhe(folders[model], dump, runs),
         }
     # Latency: one pool process using every core, as the raw loop does by default; a
     # batch's inputs side by side, one per core (MOAI_BATCH_PARALLELISM's default).
@@ -82,13 +84,25 @@ def _imports(folder: Path, way: str) -> dict[str, Any]:
     return measured
 
 
-def _raw(folder: Path, runs: int, threads: int) -> dict[str, float]:
+def _raw(folder: Path, runs: int, threads: int, dump: Path | None = None) -> dict[str, float]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    extra = ["--dump", str(dump)] if dump is not None else []
     done = subprocess.run(
-        [sys.executable, "-m", "bench.raw", str(folder), "--runs", str(runs)],
+        [sys.executable, "-m", "bench.raw", str(folder), "--runs", str(runs), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     measured: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
+
+
+def _raw_fhe(folder: Path, dump: Path, runs: int) -> dict[str, Any]:
+    """The same loop with the worker's imports only (concrete.fhe), every core."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(CPUS)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.raw_fhe", str(folder), str(dump), "--runs", str(runs)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return measured
 
 
@@ -366,13 +380,14 @@ def print_table(results: dict[str, Any]) -> None:
         f"\nMOAI benchmark on {machine['host']}: {machine['cpus']} CPUs, {machine['memory_gib']} GiB, {machine['when']}"
     )
     print(f"services: {results['services']['database']}, broker {results['services']['broker']}\n")
-    print(f"{'model':<22} {'raw ms':>8} {'raw 1thr':>9} {'bytes-keys':>11} {'cold ms':>9} {'warm med':>9} "
-          f"{'warm p95':>9} {'svc/raw':>8} {'added ms':>9}")  # fmt: skip
+    print(f"{'model':<22} {'raw ms':>8} {'raw 1thr':>9} {'raw fhe':>8} {'bytes-keys':>11} {'cold ms':>9} "
+          f"{'warm med':>9} {'warm p95':>9} {'svc/raw':>8} {'added ms':>9}")  # fmt: skip
     for model, service in results["service"].items():
         raw = results["raw"][model]
         target = results["targets"][model]
         print(
             f"{model:<22} {raw['threads_all']['raw_median_ms']:>8.1f} {raw['threads_1']['raw_median_ms']:>9.1f} "
+            f"{raw['fhe_only']['fhe_median_ms']:>8.1f} "
             f"{raw['threads_all']['bytes_keys_median_ms']:>11.1f} {service['cold_ms']:>9.1f} "
             f"{service['warm_median_ms']:>9.1f} {service['warm_p95_ms']:>9.1f} "
             f"{target['service_over_raw']:>8.3f} {target['added_ms']:>9.1f}"

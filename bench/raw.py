@@ -2,6 +2,9 @@
 
 Run as a separate process per setting, because OpenMP reads OMP_NUM_THREADS once
 when the runtime starts: ``python -m bench.raw FOLDER --runs N`` prints JSON.
+``--dump DIR`` also writes the keys and ciphertexts it used to DIR, for
+``bench.raw_fhe``: the same loop in a process that imported only ``concrete.fhe``,
+as a worker does.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 
-def measure(folder: Path, runs: int) -> dict[str, float]:
+def measure(folder: Path, runs: int, dump: Path | None = None) -> dict[str, float]:
     from concrete import fhe
     from concrete.ml.deployment import FHEModelClient, FHEModelServer
 
@@ -27,6 +30,11 @@ def measure(folder: Path, runs: int) -> dict[str, float]:
         key_bytes = client.get_serialized_evaluation_keys()
         rows = np.load(folder / "samples.npz")["X"]
         inputs = [client.quantize_encrypt_serialize(rows[i % len(rows) : i % len(rows) + 1]) for i in range(runs)]
+    if dump is not None:
+        dump.mkdir(parents=True, exist_ok=True)
+        (dump / "keys.bin").write_bytes(key_bytes)
+        for i, ciphertext in enumerate(inputs):
+            (dump / f"input-{i:05d}.bin").write_bytes(ciphertext)
     keys = fhe.EvaluationKeys.deserialize(key_bytes)
     server.run(inputs[0], keys)  # the first run decompresses the keys; the limit is the warm loop
     warm = _timed(lambda i: server.run(inputs[i], keys), runs)
@@ -57,8 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--dump", type=Path, help="write the keys and ciphertexts used here")
     args = parser.parse_args()
-    print(json.dumps(measure(args.folder, args.runs)))
+    print(json.dumps(measure(args.folder, args.runs, args.dump)))
 
 
 if __name__ == "__main__":

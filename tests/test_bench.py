@@ -37,6 +37,9 @@ def test_reduced_benchmark_measures_everything(tmp_path):
         service = results["service"][model]
         assert 0 < raw["raw_median_ms"] < service["warm_median_ms"]  # the service cannot beat its own limit
         assert raw["bytes_keys_median_ms"] > 0
+        fhe_only = results["raw"][model]["fhe_only"]
+        assert fhe_only["fhe_median_ms"] > 0
+        assert fhe_only["concrete_ml_imported"] is False
         assert service["cold_ms"] >= service["warm_median_ms"] * 0.5
     assert results["throughput"]["jobs"] > 0
     assert 0 < results["throughput"]["ratio"] < 1.5
