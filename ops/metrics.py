@@ -10,7 +10,9 @@ reports the same value. No label carries a context id, job id or key.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -86,10 +88,45 @@ def process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
+logger = logging.getLogger(__name__)
+SHARED_STATE_LEASE_KEY = "moai:metrics:shared-state-reporter"
+# Longer than any sane scrape interval: the reporter renews it at each of its scrapes; when
+# it stops being scraped (pod gone), another replica takes over within this many seconds.
+SHARED_STATE_LEASE_SECONDS = 120
+
+
+def reports_shared_state() -> bool:
+    """Whether this web replica (its host name: a pod) reports the shared-state gauges now.
+
+    Every replica would read the same numbers from the database, and a sum over
+    replicas would count them N times. The replica holding a lease in Redis reports
+    them; the others leave them out. Without Redis (one host), or when Redis does not
+    answer, this replica reports: the gauges twice is better than not at all.
+    """
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return True
+    import redis
+
+    me = socket.gethostname().encode()
+    try:
+        client = redis.Redis.from_url(str(settings.REDIS_URL), socket_timeout=2, socket_connect_timeout=2)
+        if client.set(SHARED_STATE_LEASE_KEY, me, nx=True, ex=SHARED_STATE_LEASE_SECONDS):
+            return True
+        if client.get(SHARED_STATE_LEASE_KEY) == me:
+            client.expire(SHARED_STATE_LEASE_KEY, SHARED_STATE_LEASE_SECONDS)
+            return True
+        return False
+    except redis.RedisError:
+        logger.warning("cannot reach Redis for the metrics lease; reporting shared state here")
+        return True
+
+
 def render(shared_state: bool) -> bytes:
     registry = process_registry()
     output = generate_latest(registry)
-    if shared_state:
+    if shared_state and reports_shared_state():
         shared = CollectorRegistry(auto_describe=False)
         shared.register(SharedStateCollector())
         output += generate_latest(shared)

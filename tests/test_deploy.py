@@ -96,7 +96,8 @@ RUNBOOK_ALERTS = {
 SECRET_FILES = [("SECRET_KEY", "secret-key"), ("DATABASE_URL", "database-url"), ("REDIS_URL", "redis-url")]
 # Volume types the restricted Pod Security Standard allows (of those this chart could use).
 RESTRICTED_VOLUMES = {"emptyDir", "secret", "configMap", "projected", "persistentVolumeClaim"}
-# Every web replica reports these from the database: summing them over replicas multiplies them.
+# One web replica reports these from the database, or every one while Redis is down: alerts and
+# panels read them with max over replicas, which is right in both cases (a sum is not in the second).
 SHARED_GAUGES = {"moai_queue_depth", "moai_session_count", "moai_jobs_running"}
 
 

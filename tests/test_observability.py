@@ -136,3 +136,29 @@ def test_readyz_names_the_unreachable_broker(db, settings):
 def test_healthz_needs_nothing(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     assert Client().get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_one_web_replica_at_a_time_reports_the_shared_state_gauges(monkeypatch, settings):
+    """sum(moai_queue_depth) over replicas, as the runbook writes it, must count the queue once."""
+    import redis
+
+    from ops import metrics
+
+    if not settings.REDIS_URL:
+        pytest.skip("the lease lives in Redis; without it one host reports alone")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(metrics.SHARED_STATE_LEASE_KEY)
+    try:
+        monkeypatch.setattr(metrics.socket, "gethostname", lambda: "web-pod-a")
+        assert b"moai_session_count" in metrics.render(shared_state=True)
+        monkeypatch.setattr(metrics.socket, "gethostname", lambda: "web-pod-b")
+        assert b"moai_session_count" not in metrics.render(shared_state=True)
+        assert b"moai_queue_depth" not in metrics.render(shared_state=True)
+        # The reporter's pod went away: its lease runs out and another replica takes over.
+        client.delete(metrics.SHARED_STATE_LEASE_KEY)
+        assert b"moai_session_count" in metrics.render(shared_state=True)
+        assert client.ttl(metrics.SHARED_STATE_LEASE_KEY) > 60
+    finally:
+        # Other tests' web processes (this host's name) must be able to take the lease at once.
+        client.delete(metrics.SHARED_STATE_LEASE_KEY)
