@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import psutil
 import requests
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -72,8 +73,8 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
 
 
 def _stack(log_dir: Path, pool: int, **env: str) -> Stack:
-    settings = {"MOAI_WORKER_POOL_SIZE": str(pool), "MOAI_WORKER_METRICS_PORT": str(free_port()), **env}
-    return Stack(settings, log_dir, concurrency=pool)
+    variables = {"MOAI_WORKER_POOL_SIZE": str(pool), "MOAI_WORKER_METRICS_PORT": str(free_port()), **env}
+    return Stack(variables, log_dir, concurrency=pool)
 
 
 def _imports(folder: Path, way: str) -> dict[str, Any]:
@@ -217,7 +218,7 @@ def _affinity(api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, 
     from inference.models import ModelVersion
 
     version = ModelVersion.objects.filter(name=plan.throughput_model).latest("version")
-    warm_bytes = version.evaluation_keys_bytes * 8  # settings.MOAI_KEY_MEMORY_FACTOR
+    warm_bytes = version.evaluation_keys_bytes * settings.MOAI_KEY_MEMORY_FACTOR
     cache = str(int(2.5 * warm_bytes))
     measured: dict[str, Any] = {}
     for label, wait in (("affinity", None), ("oldest_first", "0")):

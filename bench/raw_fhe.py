@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from bench.raw import _p95, _timed
 
 
 def measure(folder: Path, dump: Path, runs: int) -> dict[str, float | bool]:
-    import sys
-
     from concrete import fhe
 
     server = fhe.Server.load(folder / "server.zip")

@@ -8,21 +8,15 @@ waiting request re-reads the job row every few tens of milliseconds instead.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
+
+from ops.redis_client import shared_redis
 
 CHANNEL = "moai:job-ended:{}"
 POLL_SECONDS = 0.025
-
-
-@functools.cache
-def _redis() -> redis.Redis:
-    # One client per process: its connection pool reconnects by itself after a fork.
-    return redis.Redis.from_url(str(settings.REDIS_URL), socket_timeout=5, socket_connect_timeout=2)
 
 
 def job_ended(job_id: str) -> None:
@@ -30,7 +24,7 @@ def job_ended(job_id: str) -> None:
     if not settings.REDIS_URL:
         return
     with contextlib.suppress(Exception):
-        _redis().publish(CHANNEL.format(job_id), b"1")
+        shared_redis().publish(CHANNEL.format(job_id), b"1")
 
 
 def wait_for(job_id: str, finished: Callable[[], bool], timeout: float) -> None:
@@ -38,7 +32,7 @@ def wait_for(job_id: str, finished: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     if settings.REDIS_URL:
         try:
-            pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+            pubsub = shared_redis().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(CHANNEL.format(job_id))
         except Exception:
             pubsub = None

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -169,22 +169,39 @@ def batch_parallelism(inputs: int) -> int:
     return max(1, min(configured, inputs))
 
 
-def run_side_by_side(work: Callable[[int], None], indexes: Iterable[int], parallel: int) -> None:
-    """Call ``work`` on each index, ``parallel`` at a time, and wait for all of them.
+def run_side_by_side(
+    work: Callable[[int], None],
+    indexes: Sequence[int],
+    parallel: int,
+    between_rounds: Callable[[], None] | None = None,
+) -> None:
+    """Call ``work`` on each index, in rounds of ``parallel`` at a time, and wait for all of them.
 
-    Each thread gets its share of the process's OpenMP threads, so that the cores are
-    shared rather than oversubscribed. An error in one call (or the soft time limit)
-    is raised here once the calls already started have ended: a circuit cannot be
-    interrupted, and the next job must not share the cores with this one's leftovers.
-    None is started after the error.
+    ``between_rounds`` runs before every round but the first (the task re-checks its
+    session there). One round of one runs inline; otherwise one thread pool serves the
+    whole batch, each of its threads with its share of the process's OpenMP threads, so
+    that the cores are shared rather than oversubscribed. An error in one call (or the
+    soft time limit) is raised here once the calls already started have ended: a circuit
+    cannot be interrupted, and the next job must not share the cores with this one's
+    leftovers. None is started after the error.
     """
     share = max(1, openmp_threads() // parallel)
-    pool = ThreadPoolExecutor(parallel, thread_name_prefix="batch", initializer=_limit_openmp, initargs=(share,))
+    pool = None
+    if parallel > 1:
+        pool = ThreadPoolExecutor(parallel, thread_name_prefix="batch", initializer=_limit_openmp, initargs=(share,))
     try:
-        for future in [pool.submit(work, index) for index in indexes]:
-            future.result()
+        for start in range(0, len(indexes), parallel):
+            if start and between_rounds is not None:
+                between_rounds()
+            chunk = indexes[start : start + parallel]
+            if pool is None:
+                work(chunk[0])
+                continue
+            for future in [pool.submit(work, index) for index in chunk]:
+                future.result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _limit_openmp(threads: int) -> None:

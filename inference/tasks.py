@@ -124,15 +124,10 @@ def _run(job: Job) -> None:
         blobs.delete(name)  # a redelivered message of this same attempt may have left one
         blobs.save_bytes(name, output)
 
-    parallel = runtime.batch_parallelism(job.input_count)
-    for start in range(0, job.input_count, parallel):
-        if start:  # the session may end while a batch runs: check between rounds
-            _check_session(job)
-        indexes = range(start, min(start + parallel, job.input_count))
-        if parallel == 1:
-            run_input(start)
-        else:
-            runtime.run_side_by_side(run_input, indexes, parallel)
+    # The session may end while a batch runs: it is checked again between rounds.
+    runtime.run_side_by_side(
+        run_input, range(job.input_count), runtime.batch_parallelism(job.input_count), partial(_check_session, job)
+    )
     _surviving_db_outage(services.finish_job, job)
 
 

@@ -180,33 +180,29 @@ class MoaiClient:
 
     def results(self, job: dict[str, Any]) -> list[bytes]:
         """The outputs of a job that has ended (see ``outputs`` to wait for them)."""
-        return [
-            self.http.request("GET", f"jobs/{job['job_id']}/result", params={"index": i}).content
-            for i in range(job["inputs"])
-        ]
+        return [self._output(job["job_id"], i) for i in range(job["inputs"])]
 
     def outputs(self, job: dict[str, Any], timeout: float = 600.0) -> list[bytes]:
         """The outputs of a submitted job, as soon as it ends: the first download waits on the
         server (``?wait=``), so a job costs two requests, submit and result, and no polling.
         MoaiJobFailed if the job did not succeed."""
         first = self._first_output(job["job_id"], timeout)
-        rest = [
-            self.http.request("GET", f"jobs/{job['job_id']}/result", params={"index": i}).content
-            for i in range(1, job["inputs"])
-        ]
-        return [first, *rest]
+        return [first, *(self._output(job["job_id"], i) for i in range(1, job["inputs"]))]
+
+    def _output(self, job_id: str, index: int, wait: float | None = None) -> bytes:
+        params: dict[str, Any] = {"index": index}
+        timeout = self.http.timeout
+        if wait is not None:
+            params["wait"] = f"{wait:.3f}"
+            timeout += wait
+        return self.http.request("GET", f"jobs/{job_id}/result", params=params, timeout=timeout).content
 
     def _first_output(self, job_id: str, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         with tqdm(desc=f"job {job_id[:8]}", disable=not self.progress, leave=False, bar_format="{desc}: {elapsed}"):
             while True:
-                hold = max(0.0, min(20.0, deadline - time.monotonic()))
                 try:
-                    response = self.http.request(
-                        "GET", f"jobs/{job_id}/result", params={"index": 0, "wait": f"{hold:.3f}"},
-                        timeout=hold + self.http.timeout,
-                    )  # fmt: skip
-                    return response.content
+                    return self._output(job_id, 0, wait=max(0.0, min(20.0, deadline - time.monotonic())))
                 except MoaiApiError as exc:
                     if exc.code == "job_failed":
                         raise MoaiJobFailed(self.job(job_id)) from None

@@ -109,9 +109,11 @@ def reports_shared_state() -> bool:
         return True
     import redis
 
+    from ops.redis_client import shared_redis
+
     me = socket.gethostname().encode()
     try:
-        client = redis.Redis.from_url(str(settings.REDIS_URL), socket_timeout=2, socket_connect_timeout=2)
+        client = shared_redis()
         if client.set(SHARED_STATE_LEASE_KEY, me, nx=True, ex=SHARED_STATE_LEASE_SECONDS):
             return True
         if client.get(SHARED_STATE_LEASE_KEY) == me:
