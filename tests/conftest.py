@@ -21,8 +21,13 @@ from inference.models import ModelVersion
 from inference.registration import BundleFacts, measure_bundle
 from keys.models import ApiClient
 from keys.services import create_client
+from ops import exit_status
 from ops.audit import Actor
 from tests.helpers import post_bytes
+
+# Tests that run on-commit callbacks run circuits in this process: without the guard
+# a failing run would exit 0 (ops/exit_status.py; moai_site installs it too).
+exit_status.install()
 
 TEST_MODELS = ("breast-cancer-logreg", "iris-tree")
 
