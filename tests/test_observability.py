@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import promql_parser
 import pytest
@@ -105,10 +106,16 @@ def test_worker_logs_are_json_lines_with_job_fields_and_no_ciphertext(stack, own
     session = owner.open_session("breast-cancer-logreg")
     ciphertext = session.encrypt(bundles["breast-cancer-logreg"].samples["X"][:1])[0]
     job = owner.wait(owner.submit(session, [ciphertext])["job_id"], timeout=60)
-    lines = [
-        json.loads(line) for line in (stack.log_dir / "worker.log").read_text().splitlines() if line.startswith("{")
-    ]
-    mine = [line for line in lines if line.get("job_id") == job["job_id"]]
+
+    def logged() -> list[dict]:
+        text = (stack.log_dir / "worker.log").read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("job_id") == job["job_id"]]
+
+    # The client is woken when the job's row commits; the worker logs its end just after.
+    deadline = time.monotonic() + 10
+    while len(mine := logged()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [line["message"] for line in mine] == ["job running", "job succeeded"]
     assert mine[-1]["model"] == "breast-cancer-logreg"
     assert mine[-1]["client"] == "owner"
