@@ -157,3 +157,11 @@ def test_predict_prints_no_library_notices(fresh, bundles, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert len(json.loads(done.stdout)["labels"]) == 2
+
+
+def test_the_runbook_lists_every_job_failure_code_the_metric_starts_with():
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    section = runbook.split("Job failures (worker log and `moai_job_failed_total{reason}`):", 1)[1].split("\n\n", 1)[0]
+    causes = [line.split(":", 1)[0] for line in section.splitlines() if line.startswith("- ")]
+    listed = {code for cause in causes for code in cause.split("`")[1::2]}
+    assert listed == set(JOB_FAILURE_CODES)
