@@ -25,7 +25,7 @@ from typing import Any
 
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
@@ -106,6 +106,11 @@ class _HostMetrics(Collector):
     """
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            metrics.initialise_model_series()
+        finally:
+            # Each scrape runs in a thread of its own (ThreadingHTTPServer): keep no connection.
+            connection.close()
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         for path in folder.glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[-1])

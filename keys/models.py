@@ -16,6 +16,7 @@ class ApiClient(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = "API client"
         permissions = [("manage_apiclient", "Can disable, enable and rotate keys of API clients")]
 
     def __str__(self) -> str:

@@ -42,8 +42,8 @@ def rotate_client_keys(client: ApiClient, actor: Actor, reason: str) -> int:
 
     with transaction.atomic():
         ApiClient.objects.filter(pk=client.pk).update(keys_rotated_at=timezone.now())
-        audit.record(actor, "client.keys_rotated", "client", client.name, reason)
         ended = end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"keys rotated: {reason}")
+        audit.record(actor, "client.keys_rotated", "client", client.name, reason, sessions_ended=ended)
     client.refresh_from_db()
     return ended
 
@@ -55,10 +55,16 @@ def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str
 
     with transaction.atomic():
         changed = ApiClient.objects.filter(pk=client.pk, is_active=not active).update(is_active=active)
-        if changed:
-            audit.record(actor, "client.enabled" if active else "client.disabled", "client", client.name, reason)
+        ended = 0
         if not active:
-            end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"client disabled: {reason}")
+            ended = end_sessions(
+                client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"client disabled: {reason}"
+            )
+        # Recorded even when the client already was in that state: the operator's action happened.
+        audit.record(
+            actor, "client.enabled" if active else "client.disabled", "client", client.name, reason,
+            changed=bool(changed), sessions_ended=ended,
+        )  # fmt: skip
     client.refresh_from_db()
     return bool(changed)
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from moai_client.errors import MoaiApiError, MoaiError, MoaiJobFailed, MoaiTimeout
 from moai_client.http import Http
+from moai_client.quiet import fhe_model_client, library_notices
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -91,12 +92,11 @@ class MoaiClient:
     # Sessions
     def open_session(self, name: str) -> Session:
         """Generate keys locally (once per model version) and upload only the evaluation keys."""
-        from concrete.ml.deployment import FHEModelClient
-
         folder, _info = self._bundle_dir(name)
-        fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
+        fhe = fhe_model_client()(str(folder), key_dir=str(folder / "keys"))
         with tqdm(total=1, desc=f"keygen {name}", disable=not self.progress, leave=False) as bar:
-            fhe.generate_private_and_evaluation_keys()
+            with library_notices():
+                fhe.generate_private_and_evaluation_keys()
             evaluation_keys = fhe.get_serialized_evaluation_keys()
             bar.update(1)
         body = self.http.upload(f"models/{name}/sessions", evaluation_keys, f"upload keys {name}")
@@ -111,14 +111,13 @@ class MoaiClient:
 
     def resume_session(self, context_id: str) -> Session:
         """Reattach to a session opened earlier from this key directory (for example by another CLI call)."""
-        from concrete.ml.deployment import FHEModelClient
-
         info = self.session_info(context_id)
         folder = self.key_dir / f"{info['model']}-v{info['model_version']}"
         if not (folder / "client.zip").exists():
             raise MoaiError(f"no keys for {info['model']} v{info['model_version']} in {self.key_dir}")
-        fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
-        fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
+        fhe = fhe_model_client()(str(folder), key_dir=str(folder / "keys"))
+        with library_notices():
+            fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
         if hashlib.sha256(fhe.get_serialized_evaluation_keys()).hexdigest() != info["key_fingerprint"]:
             raise MoaiError(f"the keys in {folder} are not the ones session {context_id} was opened with")
         return Session(

@@ -62,9 +62,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
-    "axes",
+    "ops.vendor_apps.AuthenticatorDevicesConfig",
+    "ops.vendor_apps.BackupCodeDevicesConfig",
+    "ops.vendor_apps.LoginAttemptsConfig",
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
@@ -295,6 +295,9 @@ LOGGING = {
     "formatters": {"json": JSON_FORMATTER},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["stdout"], "level": env_str("MOAI_LOG_LEVEL", "INFO")},
+    # django-axes announces itself at INFO in every process, before each command's own
+    # output; its failed-login and lockout lines are warnings and still come through.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 if REDIS_URL:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -47,6 +47,29 @@ _DRF_CODES: list[tuple[type[exceptions.APIException], int, str]] = [
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = _error_response(exc)
+    if response is not None:
+        request = context.get("request")
+        # DRF keeps the authenticated client in ``_user``; reading ``user`` would authenticate again.
+        client = getattr(getattr(request, "_user", None), "name", None)
+        code = response.data["error"]["code"]
+        log_refusal(response, code, request.path if request is not None else "", client)
+    return response
+
+
+def log_refusal(response: HttpResponseBase, code: str, path: str, client: str | None = None) -> None:
+    """Log an error response once, with its code, so that the runbook's causes can be found by code.
+
+    Django would log it again as "Not Found: /path" (no code); the mark tells it not to.
+    No body, key or ciphertext is logged: only status, code, client name and path.
+    """
+    fields = {"status": response.status_code, "error_code": code, "client": client, "path": path}
+    level = logging.ERROR if response.status_code >= 500 else logging.WARNING
+    logger.log(level, f"request refused: {code}", extra=fields)
+    response._has_been_logged = True  # type: ignore[attr-defined]
+
+
+def _error_response(exc: Exception) -> Response | None:
     if isinstance(exc, ApiError):
         response = Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
         if exc.status_code == 401:
@@ -101,7 +124,9 @@ def _message(exc: exceptions.APIException) -> str:
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse(error_body("not_found", "No such resource."), status=404)
+    response = JsonResponse(error_body("not_found", "No such resource."), status=404)
+    log_refusal(response, "not_found", request.path)
+    return response
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:

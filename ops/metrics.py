@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+logger = logging.getLogger(__name__)
+
 # From 10 ms (a warm linear model) to 15 minutes (a deep tree ensemble), with a bound
 # at exactly 5000 ms so that the runbook's p99 > 5000 ms alert is exact.
 LATENCY_BUCKETS_MS = (
@@ -38,6 +40,43 @@ KEY_CACHE = Counter("moai_worker_key_cache", "Evaluation-key lookups by a job in
 for _result in ("hit", "miss"):  # both series exist from the start, so rate() and ratios work at once
     KEY_CACHE.labels(_result)
 WORKER_PROCESSES = Gauge("moai_worker_processes", "Live worker pool processes.", multiprocess_mode="livesum")
+
+
+# Every code a job can fail with (inference/tasks.py, recovery.py, a session ending under a
+# running job). Their series exist at 0 from the first scrape: a rate over a series that
+# does not exist yet reads "no data", which an alert cannot tell from "metric gone".
+JOB_FAILURE_CODES = (
+    "circuit_aborted",
+    "context_expired",
+    "context_invalidated",
+    "evaluation_keys_unavailable",
+    "internal_error",
+    "invalid_ciphertext",
+    "time_limit_exceeded",
+    "worker_lost",
+)
+for _code in JOB_FAILURE_CODES:
+    JOB_FAILED.labels(reason=_code)
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def initialise_model_series() -> None:
+    """Zero series per active model for the per-model counters and the latency histogram.
+
+    Called at each scrape: a model registered after the process started gets its series
+    then. Reads the database; a database that does not answer leaves them as they are.
+    """
+    from django.db import DatabaseError
+
+    try:
+        names = _model_names(active_only=True)
+    except DatabaseError:
+        logger.warning("cannot read the models for their metric series")
+        return
+    for name in names:
+        JOB_LATENCY.labels(model=name)
+        for status in FINISHED_STATUSES:
+            JOBS_FINISHED.labels(model=name, status=status)
 
 
 def observe_job_end(model: str, status: str, latency_ms: int | None, reason: str = "") -> None:
@@ -71,10 +110,13 @@ class SharedStateCollector(Collector):
         yield running
 
 
-def _model_names() -> list[str]:
+def _model_names(active_only: bool = False) -> list[str]:
     from inference.models import ModelVersion
 
-    return sorted(set(ModelVersion.objects.values_list("name", flat=True)))
+    versions = ModelVersion.objects.all()
+    if active_only:
+        versions = versions.filter(status=ModelVersion.Status.ACTIVE)
+    return sorted(set(versions.values_list("name", flat=True)))
 
 
 def process_registry() -> CollectorRegistry:
@@ -88,7 +130,6 @@ def process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-logger = logging.getLogger(__name__)
 SHARED_STATE_LEASE_KEY = "moai:metrics:shared-state-reporter"
 # Longer than any sane scrape interval: the reporter renews it at each of its scrapes; when
 # it stops being scraped (pod gone), another replica takes over within this many seconds.
@@ -126,6 +167,7 @@ def reports_shared_state() -> bool:
 
 
 def render(shared_state: bool) -> bytes:
+    initialise_model_series()
     registry = process_registry()
     output = generate_latest(registry)
     if shared_state and reports_shared_state():

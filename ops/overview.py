@@ -80,6 +80,8 @@ def overview_context() -> dict[str, Any]:
             status=Job.Status.FAILED, finished_at__gte=now - timedelta(hours=1)
         ).count(),
         "oldest_queued_seconds": int((now - oldest_at).total_seconds()) if oldest_at else None,
+        # No jobs in the window: a sentence, not a chart of empty axes that reads like "all fine".
+        "any_jobs": any(h.finished for h in hours),
         "failures_chart": bar_chart([h.failed for h in hours], [h.start for h in hours], "failed jobs per hour"),
         "latency_chart": latency_chart(hours),
         "hours": hours,

@@ -14,7 +14,7 @@ from django.utils import timezone
 from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
 from ops.audit import Actor
 from sessions.models import KeySession
-from sessions.services import end_sessions
+from sessions.services import end_selected_sessions
 
 
 class ExpiryFilter(admin.SimpleListFilter):
@@ -37,8 +37,8 @@ class ExpiryFilter(admin.SimpleListFilter):
 
 def _ender(status: str, verb: str) -> Any:
     def perform(queryset: QuerySet[KeySession], actor: Actor, reason: str) -> str:
-        total = queryset.count()
-        ended = end_sessions(queryset, status, actor, reason)
+        scope = "admin selection of " + ",".join(sorted(str(pk) for pk in queryset.values_list("pk", flat=True)))
+        total, ended = end_selected_sessions(queryset, scope, status, actor, reason)
         return f"{verb} {ended} session(s); {total - ended} had already ended. Their keys are erased."
 
     return perform

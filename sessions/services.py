@@ -119,6 +119,22 @@ def end_sessions(sessions: QuerySet[KeySession], status: str, actor: Actor, reas
     return sum(_end_batch(ids[i : i + BATCH], status, actor, reason) for i in range(0, len(ids), BATCH))
 
 
+def end_selected_sessions(
+    sessions: QuerySet[KeySession], scope: str, status: str, actor: Actor, reason: str
+) -> tuple[int, int]:
+    """An operator's incident action over a selection: end its active sessions; (matched, ended).
+
+    Writes one record for the action itself, whatever it matched, besides one per ended
+    session: the audit log must show that the response was carried out even when the
+    selection held no open session.
+    """
+    with transaction.atomic():
+        matched = sessions.count()
+        ended = end_sessions(sessions, status, actor, reason)
+        audit.record(actor, f"sessions.{status}", "selection", scope, reason, matched=matched, ended=ended)
+    return matched, ended
+
+
 BATCH = 500
 
 

@@ -157,12 +157,24 @@ def test_session_search_by_fingerprint_and_filters(staff_client, alice, logreg, 
 
 
 def test_overview_shows_counts_and_charts(staff_client, alice, logreg, open_session):
-    open_session(alice, logreg)
+    from django.utils import timezone
+
+    from inference.models import Job
+
+    context_id = open_session(alice, logreg)
+    empty = staff_client.get("/admin/overview/")
+    assert empty.content.count(b"No jobs in the last 24 hours.") == 2
+    assert b'<svg viewBox="0 0 720 200"' not in empty.content
+    Job.objects.create(
+        session_id=context_id, client=alice.client, model_version=logreg, input_count=1, inputs_sha256="0" * 64,
+        status=Job.Status.SUCCEEDED, finished_at=timezone.now(),
+    )  # fmt: skip
     page = staff_client.get("/admin/overview/")
     assert page.status_code == 200
     assert re.search(rb'id="stat-sessions">1<', page.content)
     assert page.content.count(b'<svg viewBox="0 0 720 200"') == 2
     assert b"5000 ms alert" in page.content
+    assert b"No jobs in the last 24 hours." not in page.content
 
 
 def test_enroll_totp_command(db):

@@ -132,3 +132,23 @@ def test_a_login_without_the_second_factor_is_refused(stack, page):
     page.goto(f"{stack.url}/admin/key_sessions/keysession/")
     assert "/admin/login/" in page.url
     assert os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE") == "true"
+
+
+def test_sidebar_names_and_an_empty_overview_read_as_an_operator_expects(stack, page):
+    enrollment = staff("new-operator")
+    log_in(page, stack.url, "new-operator", f"{totp(enrollment.device.bin_key):06d}")
+    page.wait_for_selector("text=Incident response")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "admin-index.png"), full_page=True)
+    shown = page.text_content("#content-main")  # the names as written (captions are upper-cased by CSS)
+    for name in ("API clients and keys", "Two-factor devices: authenticator apps",
+                 "Two-factor devices: backup codes", "Login attempts", "API clients"):  # fmt: skip
+        assert name in shown, name
+    others = shown.replace("API clients", "").lower()
+    for label in ("axes", "otp_totp", "otp_static", "api clients"):
+        assert label not in others, label
+
+    page.goto(f"{stack.url}/admin/overview/")  # no job in this test's fresh database
+    page.screenshot(path=str(SCREENSHOTS / "overview-empty.png"), full_page=True)
+    assert page.locator("text=No jobs in the last 24 hours.").count() == 2
+    assert page.locator(".moai-chart svg").count() == 0

@@ -10,7 +10,7 @@ from inference.models import ModelVersion
 from keys.models import ApiClient
 from ops.audit import Actor
 from sessions.models import KeySession
-from sessions.services import end_sessions
+from sessions.services import end_selected_sessions
 
 
 class Command(BaseCommand):
@@ -28,12 +28,14 @@ class Command(BaseCommand):
         reason = (options["reason"] or "").strip()
         if not reason:
             raise CommandError("--reason must say why")
-        sessions = _select(options)
-        ended = end_sessions(sessions, KeySession.Status.INVALIDATED, Actor.operator("invalidate_sessions"), reason)
-        self.stdout.write(f"invalidated {ended} session(s); {sessions.count() - ended} had already ended")
+        sessions, scope = _select(options)
+        actor = Actor.operator("invalidate_sessions")
+        matched, ended = end_selected_sessions(sessions, scope, KeySession.Status.INVALIDATED, actor, reason)
+        self.stdout.write(f"invalidated {ended} session(s); {matched - ended} had already ended")
 
 
-def _select(options: dict[str, Any]) -> QuerySet[KeySession]:
+def _select(options: dict[str, Any]) -> tuple[QuerySet[KeySession], str]:
+    """The sessions the options name, and the scope as the audit record names it."""
     if options["context"]:
         try:
             ids = [uuid.UUID(value) for value in options["context"]]
@@ -43,13 +45,13 @@ def _select(options: dict[str, Any]) -> QuerySet[KeySession]:
         missing = set(ids) - set(found.values_list("pk", flat=True))
         if missing:
             raise CommandError(f"no session with context id {', '.join(sorted(map(str, missing)))}")
-        return found
+        return found, "context:" + ",".join(sorted(map(str, ids)))
     if options["client"]:
         if not ApiClient.objects.filter(name=options["client"]).exists():
             raise CommandError(f"no client named {options['client']!r}")
-        return KeySession.objects.filter(client__name=options["client"])
+        return KeySession.objects.filter(client__name=options["client"]), f"client:{options['client']}"
     if options["model"]:
         if not ModelVersion.objects.filter(name=options["model"]).exists():
             raise CommandError(f"no model named {options['model']!r}")
-        return KeySession.objects.filter(model_version__name=options["model"])
-    return KeySession.objects.all()
+        return KeySession.objects.filter(model_version__name=options["model"]), f"model:{options['model']}"
+    return KeySession.objects.all(), "all"
