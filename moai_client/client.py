@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,8 +13,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from moai_client import preprocessing
 from moai_client.errors import MoaiApiError, MoaiError, MoaiJobFailed, MoaiTimeout
 from moai_client.http import Http
+from moai_client.inputs import InputSpec
+
+PREPROCESSING_FILE = "preprocessing.skops"
+MODEL_INFO_FILE = "model.json"
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -28,10 +34,12 @@ class Session:
     expires_at: str
     key_fingerprint: str
     fhe: Any = field(repr=False)
+    inputs: InputSpec = field(repr=False)
 
-    def encrypt(self, X: np.ndarray) -> list[bytes]:
-        """One ciphertext per row: Concrete circuits take one sample each."""
-        rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    def encrypt(self, X: Any) -> list[bytes]:
+        """One ciphertext per row of raw features: checked and preprocessed first (MoaiError if
+        they are not the model's features), then quantized and encrypted, one sample each."""
+        rows = self.inputs.prepare(X)
         return [self.fhe.quantize_encrypt_serialize(rows[i : i + 1]) for i in range(rows.shape[0])]
 
     def decrypt(self, outputs: list[bytes]) -> np.ndarray:
@@ -75,17 +83,30 @@ class MoaiClient:
         result: dict[str, Any] = self.http.json("GET", f"models/{name}")
         return result
 
-    def _bundle_dir(self, name: str) -> tuple[Path, dict[str, Any]]:
-        """The model's client.zip, downloaded once per version into the key directory."""
+    def input_spec(self, name: str) -> InputSpec:
+        """What the newest version of ``name`` takes (features, preprocessing), with no keygen and no rows sent."""
+        folder, info = self._download(name)
+        return _input_spec(folder, info)
+
+    def _download(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """The model's client.zip and preprocessing, downloaded once per version into the key directory."""
         info = self.model(name)
         folder = self.key_dir / f"{name}-v{info['version']}"
-        bundle = folder / "client.zip"
-        if not bundle.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            response = self.http.request("GET", f"models/{name}/client.zip")
-            partial = bundle.with_suffix(".part")
+        folder.mkdir(parents=True, exist_ok=True)
+        parts = [("client.zip", "client.zip")]
+        if info.get("preprocessing"):
+            parts.append((PREPROCESSING_FILE, "preprocessing.skops"))
+        for filename, endpoint in parts:
+            if (folder / filename).exists():
+                continue
+            response = self.http.request("GET", f"models/{name}/{endpoint}")
+            if response.headers.get("X-Moai-Model-Version", str(info["version"])) != str(info["version"]):
+                raise MoaiError(f"a new version of {name} was registered during the download; try again")
+            partial = folder / f"{filename}.part"
             partial.write_bytes(response.content)
-            partial.replace(bundle)
+            partial.replace(folder / filename)
+        # A resumed session needs the version's features and preprocessing digest, not the newest version's.
+        (folder / MODEL_INFO_FILE).write_text(json.dumps(info))
         return folder, info
 
     # Sessions
@@ -93,7 +114,8 @@ class MoaiClient:
         """Generate keys locally (once per model version) and upload only the evaluation keys."""
         from concrete.ml.deployment import FHEModelClient
 
-        folder, _info = self._bundle_dir(name)
+        folder, info = self._download(name)
+        inputs = _input_spec(folder, info)
         fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
         with tqdm(total=1, desc=f"keygen {name}", disable=not self.progress, leave=False) as bar:
             fhe.generate_private_and_evaluation_keys()
@@ -107,6 +129,7 @@ class MoaiClient:
             expires_at=body["expires_at"],
             key_fingerprint=body["key_fingerprint"],
             fhe=fhe,
+            inputs=inputs,
         )
 
     def resume_session(self, context_id: str) -> Session:
@@ -115,8 +138,9 @@ class MoaiClient:
 
         info = self.session_info(context_id)
         folder = self.key_dir / f"{info['model']}-v{info['model_version']}"
-        if not (folder / "client.zip").exists():
+        if not (folder / "client.zip").exists() or not (folder / MODEL_INFO_FILE).exists():
             raise MoaiError(f"no keys for {info['model']} v{info['model_version']} in {self.key_dir}")
+        inputs = _input_spec(folder, json.loads((folder / MODEL_INFO_FILE).read_text()))
         fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
         fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
         if hashlib.sha256(fhe.get_serialized_evaluation_keys()).hexdigest() != info["key_fingerprint"]:
@@ -128,6 +152,7 @@ class MoaiClient:
             expires_at=info["expires_at"],
             key_fingerprint=info["key_fingerprint"],
             fhe=fhe,
+            inputs=inputs,
         )
 
     def session_info(self, context_id: str) -> dict[str, Any]:
@@ -211,11 +236,23 @@ class MoaiClient:
                 if time.monotonic() >= deadline:
                     raise MoaiTimeout(f"job {job_id} not finished after {timeout} s")
 
-    def predict(self, session: Session, X: np.ndarray, timeout: float = 600.0) -> Prediction:
-        """Encrypt each row, run them as one job, wait for its outputs, and decrypt them."""
+    def predict(self, session: Session, X: Any, timeout: float = 600.0) -> Prediction:
+        """Encrypt each row of raw features, run them as one job, wait for its outputs, and decrypt them.
+
+        Rows that are not the model's features are refused (MoaiError) before any request."""
         started = time.perf_counter()
         job = self.submit(session, session.encrypt(X))
         scores = session.decrypt(self.outputs(job, timeout=timeout))
         # Only a job that succeeded has outputs: the job as submitted, with that status.
         job = {**job, "status": "succeeded"}
         return Prediction(scores=scores, job=job, seconds=time.perf_counter() - started)
+
+
+def _input_spec(folder: Path, info: dict[str, Any]) -> InputSpec:
+    """The version's features, with its preprocessing loaded safely and checked against the registered digest."""
+    if not info.get("preprocessing"):
+        return InputSpec.of(info, None)
+    data = (folder / PREPROCESSING_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != info.get("preprocessing_sha256"):
+        raise MoaiError(f"{folder / PREPROCESSING_FILE} is not the preprocessing registered for this model version")
+    return InputSpec.of(info, preprocessing.load(data))
