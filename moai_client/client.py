@@ -93,18 +93,16 @@ class MoaiClient:
         info = self.model(name)
         folder = self.key_dir / f"{name}-v{info['version']}"
         folder.mkdir(parents=True, exist_ok=True)
-        parts = [("client.zip", "client.zip")]
-        if info.get("preprocessing"):
-            parts.append((PREPROCESSING_FILE, "preprocessing.skops"))
-        for filename, endpoint in parts:
-            if (folder / filename).exists():
+        # Each file is kept under the name of the endpoint that serves it.
+        for part in ["client.zip", *([PREPROCESSING_FILE] if info.get("preprocessing") else [])]:
+            if (folder / part).exists():
                 continue
-            response = self.http.request("GET", f"models/{name}/{endpoint}")
+            response = self.http.request("GET", f"models/{name}/{part}")
             if response.headers.get("X-Moai-Model-Version", str(info["version"])) != str(info["version"]):
                 raise MoaiError(f"a new version of {name} was registered during the download; try again")
-            partial = folder / f"{filename}.part"
+            partial = folder / f"{part}.part"
             partial.write_bytes(response.content)
-            partial.replace(folder / filename)
+            partial.replace(folder / part)
         # A resumed session needs the version's features and preprocessing digest, not the newest version's.
         (folder / MODEL_INFO_FILE).write_text(json.dumps(info))
         return folder, info
@@ -138,8 +136,10 @@ class MoaiClient:
 
         info = self.session_info(context_id)
         folder = self.key_dir / f"{info['model']}-v{info['model_version']}"
-        if not (folder / "client.zip").exists() or not (folder / MODEL_INFO_FILE).exists():
+        if not (folder / "client.zip").exists():
             raise MoaiError(f"no keys for {info['model']} v{info['model_version']} in {self.key_dir}")
+        if not (folder / MODEL_INFO_FILE).exists():
+            raise MoaiError(f"{folder} was set up by an older client, without the model's features: open a new session")
         inputs = _input_spec(folder, json.loads((folder / MODEL_INFO_FILE).read_text()))
         fhe = FHEModelClient(str(folder), key_dir=str(folder / "keys"))
         fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
