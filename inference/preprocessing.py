@@ -122,7 +122,7 @@ def input_width(preprocessing: Preprocessing | None, model_features: int) -> int
     return width
 
 
-def feature_names(given: Sequence[str] | None, preprocessing: Preprocessing | None, width: int) -> list[str]:
+def check_feature_names(given: Sequence[str] | None, preprocessing: Preprocessing | None, width: int) -> list[str]:
     """The raw features' names in order: given by the operator, or those the transformer was fitted with."""
     fitted = getattr(preprocessing.transformer, "feature_names_in_", None) if preprocessing else None
     fitted_names = [str(name) for name in fitted] if fitted is not None else None

@@ -23,8 +23,7 @@ from django.utils import timezone
 
 from inference import blobs, notify
 from inference.models import Job, ModelVersion
-from inference.preprocessing import feature_names as check_feature_names
-from inference.preprocessing import input_width
+from inference.preprocessing import check_feature_names, input_width
 from inference.preprocessing import load as load_preprocessing
 from inference.registration import measure_bundle
 from ops import audit, metrics
