@@ -28,7 +28,8 @@ def measure(folder: Path, runs: int, dump: Path | None = None) -> dict[str, floa
         client = FHEModelClient(str(folder), key_dir=key_dir)
         client.generate_private_and_evaluation_keys()
         key_bytes = client.get_serialized_evaluation_keys()
-        rows = np.load(folder / "samples.npz")["X"]
+        # Rows as the circuit takes them (already preprocessed): FHEModelClient alone applies no scaler.
+        rows = np.load(folder / "samples.npz")["X_model"]
         inputs = [client.quantize_encrypt_serialize(rows[i % len(rows) : i % len(rows) + 1]) for i in range(runs)]
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)

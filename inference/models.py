@@ -30,6 +30,11 @@ class ModelVersion(models.Model):
     # True when every keygen yields the same evaluation keys (no key material, e.g. a
     # linear model): a key rotation then cannot require "fresh" keys for this model.
     evaluation_keys_constant = models.BooleanField(default=False)
+    # What the data owner applies to raw rows before encrypting (a skops file, blob name;
+    # "" for none), and the raw features' names in order ([] when not given).
+    preprocessing = models.CharField(max_length=300, blank=True)
+    preprocessing_sha256 = models.CharField(max_length=64, blank=True)
+    feature_names = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

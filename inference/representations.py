@@ -18,6 +18,11 @@ def model_json(model: ModelVersion) -> dict[str, Any]:
         "output_ciphertext_bytes": model.output_ciphertext_bytes,
         "input_features": model.input_features,
         "created_at": model.created_at,
+        # What the data owner sends: raw rows of these features, in this order, which its
+        # client turns into the model's input with the preprocessing before encrypting.
+        "feature_names": model.feature_names or None,
+        "preprocessing": bool(model.preprocessing),
+        "preprocessing_sha256": model.preprocessing_sha256 or None,
     }
 
 

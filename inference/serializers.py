@@ -13,8 +13,17 @@ class ModelOut(serializers.Serializer):
     input_ciphertext_bytes = serializers.IntegerField()
     evaluation_keys_bytes = serializers.IntegerField()
     output_ciphertext_bytes = serializers.IntegerField()
-    input_features = serializers.IntegerField()
+    input_features = serializers.IntegerField(help_text="features of one encrypted sample, as the circuit takes it")
     created_at = serializers.DateTimeField()
+    feature_names = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="the raw features a data owner sends, in order; null when the operator named none",
+    )
+    preprocessing = serializers.BooleanField(
+        help_text="the data owner applies GET /models/{name}/preprocessing.skops to raw rows before encrypting"
+    )
+    preprocessing_sha256 = serializers.CharField(allow_null=True)
 
 
 class JobError(serializers.Serializer):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -23,6 +23,8 @@ from django.utils import timezone
 
 from inference import blobs, notify
 from inference.models import Job, ModelVersion
+from inference.preprocessing import check_feature_names, input_width
+from inference.preprocessing import load as load_preprocessing
 from inference.registration import measure_bundle
 from ops import audit, metrics
 from ops.audit import Actor
@@ -31,9 +33,23 @@ from sessions.models import KeySession
 logger = logging.getLogger(__name__)
 
 
-def register_model(name: str, folder: Path, description: str, actor: Actor) -> ModelVersion:
-    """Register the FHEModelDev export in ``folder`` as the next version of ``name``."""
+def register_model(
+    name: str,
+    folder: Path,
+    description: str,
+    actor: Actor,
+    preprocessing: Path | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> ModelVersion:
+    """Register the FHEModelDev export in ``folder`` as the next version of ``name``.
+
+    ``preprocessing`` is a skops file of the fitted transformer the data owner applies to
+    raw rows before encrypting; ``feature_names`` name those rows' columns, in order.
+    """
+    # The file is checked before the model is measured: refusing it costs no keygen.
+    prep = load_preprocessing(preprocessing) if preprocessing is not None else None
     facts = measure_bundle(folder)
+    names = check_feature_names(feature_names, prep, input_width(prep, facts.input_features))
     stored: list[str] = []
     try:
         with transaction.atomic():
@@ -44,6 +60,9 @@ def register_model(name: str, folder: Path, description: str, actor: Actor) -> M
             for part in ("client.zip", "server.zip"):
                 with (folder / part).open("rb") as handle:
                     stored.append(blobs.save(f"{prefix}/{part}", File(handle)))
+            if prep:
+                # The bytes that were checked, not the file again: the digest is of what is served.
+                stored.append(blobs.save_bytes(f"{prefix}/preprocessing.skops", prep.data))
             model = ModelVersion.objects.create(
                 name=name,
                 version=version,
@@ -56,8 +75,14 @@ def register_model(name: str, folder: Path, description: str, actor: Actor) -> M
                 output_ciphertext_bytes=facts.output_ciphertext_bytes,
                 input_features=facts.input_features,
                 evaluation_keys_constant=facts.evaluation_keys_constant,
+                preprocessing=stored[2] if prep else "",
+                preprocessing_sha256=prep.sha256 if prep else "",
+                feature_names=names,
             )
-            audit.record(actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256)
+            audit.record(
+                actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256,
+                preprocessing_sha256=model.preprocessing_sha256 or None,
+            )  # fmt: skip
     except BaseException:
         for name_ in stored:
             blobs.delete(name_)

@@ -63,6 +63,28 @@ class ModelClientBundleView(APIView):
         return response
 
 
+class ModelPreprocessingView(APIView):
+    @extend_schema(
+        operation_id="get_preprocessing",
+        description="The fitted scikit-learn transformer (a skops file) that turns a raw row into the model's input.",
+        responses={(200, "application/octet-stream"): OpenApiResponse(BINARY), **errors(404)},
+    )
+    def get(self, request: Request, name: str) -> FileResponse:
+        model = _model_or_404(name)
+        if not model.preprocessing:
+            raise ApiError(
+                404,
+                "preprocessing_not_found",
+                f"{model.name} v{model.version} has no preprocessing: rows are encrypted as they are.",
+            )
+        response = FileResponse(
+            default_storage.open(model.preprocessing, "rb"), content_type="application/octet-stream", as_attachment=True
+        )
+        response["Content-Disposition"] = f'attachment; filename="{model.name}-v{model.version}-preprocessing.skops"'
+        response["X-Moai-Model-Version"] = str(model.version)
+        return response
+
+
 class JobSubmitView(APIView):
     throttle_classes = [ClientRateThrottle]
     throttle_scope = "jobs"

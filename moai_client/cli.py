@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from moai_client.client import MoaiClient
 from moai_client.errors import MoaiApiError, MoaiError
+from moai_client.inputs import read_rows
 
 
 def _api_key(value: str | None) -> str:
@@ -45,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the models the service offers")
     predict = commands.add_parser("predict", help="encrypt rows, run them as one job, decrypt the predictions")
     predict.add_argument("model")
-    predict.add_argument("input", type=Path, help=".npy or .csv file, one sample per row")
+    predict.add_argument(
+        "input",
+        type=Path,
+        help=".npy or .csv file, one sample of raw features per row, in the order `models` lists them;"
+        " a CSV may start with a header row of those names",
+    )
     predict.add_argument("--context", help="reuse this open session instead of opening a new one")
     predict.add_argument("--keep-session", action="store_true", help="leave a newly opened session open")
     predict.add_argument("--timeout", type=float, default=600.0)
@@ -55,12 +59,6 @@ def _parser() -> argparse.ArgumentParser:
     job = commands.add_parser("job", help="show a job")
     job.add_argument("job_id")
     return parser
-
-
-def _load_rows(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.atleast_2d(np.load(path))
-    return np.atleast_2d(np.loadtxt(path, delimiter=",", dtype=np.float64))
 
 
 def _print(value: Any) -> None:
@@ -89,8 +87,14 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _predict(client: MoaiClient, args: argparse.Namespace) -> None:
-    rows = _load_rows(args.input)
-    session = client.resume_session(args.context) if args.context else client.open_session(args.model)
+    if args.context:
+        session = client.resume_session(args.context)
+        rows = read_rows(args.input, session.inputs)
+    else:
+        # Rows are read and checked against the model's features before the keygen, and
+        # before any request carrying them: a wrong file costs nothing and sends nothing.
+        rows = read_rows(args.input, client.input_spec(args.model))
+        session = client.open_session(args.model)
     try:
         prediction = client.predict(session, rows, timeout=args.timeout)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,9 +13,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from moai_client import preprocessing
 from moai_client.errors import MoaiApiError, MoaiError, MoaiJobFailed, MoaiTimeout
 from moai_client.http import Http
+from moai_client.inputs import InputSpec
 from moai_client.quiet import fhe_model_client, library_notices
+
+PREPROCESSING_FILE = "preprocessing.skops"
+MODEL_INFO_FILE = "model.json"
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -29,10 +35,12 @@ class Session:
     expires_at: str
     key_fingerprint: str
     fhe: Any = field(repr=False)
+    inputs: InputSpec = field(repr=False)
 
-    def encrypt(self, X: np.ndarray) -> list[bytes]:
-        """One ciphertext per row: Concrete circuits take one sample each."""
-        rows = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    def encrypt(self, X: Any) -> list[bytes]:
+        """One ciphertext per row of raw features: checked and preprocessed first (MoaiError if
+        they are not the model's features), then quantized and encrypted, one sample each."""
+        rows = self.inputs.prepare(X)
         return [self.fhe.quantize_encrypt_serialize(rows[i : i + 1]) for i in range(rows.shape[0])]
 
     def decrypt(self, outputs: list[bytes]) -> np.ndarray:
@@ -76,23 +84,35 @@ class MoaiClient:
         result: dict[str, Any] = self.http.json("GET", f"models/{name}")
         return result
 
-    def _bundle_dir(self, name: str) -> tuple[Path, dict[str, Any]]:
-        """The model's client.zip, downloaded once per version into the key directory."""
+    def input_spec(self, name: str) -> InputSpec:
+        """What the newest version of ``name`` takes (features, preprocessing), with no keygen and no rows sent."""
+        folder, info = self._download(name)
+        return _input_spec(folder, info)
+
+    def _download(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """The model's client.zip and preprocessing, downloaded once per version into the key directory."""
         info = self.model(name)
         folder = self.key_dir / f"{name}-v{info['version']}"
-        bundle = folder / "client.zip"
-        if not bundle.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            response = self.http.request("GET", f"models/{name}/client.zip")
-            partial = bundle.with_suffix(".part")
+        folder.mkdir(parents=True, exist_ok=True)
+        # Each file is kept under the name of the endpoint that serves it.
+        for part in ["client.zip", *([PREPROCESSING_FILE] if info.get("preprocessing") else [])]:
+            if (folder / part).exists():
+                continue
+            response = self.http.request("GET", f"models/{name}/{part}")
+            if response.headers.get("X-Moai-Model-Version", str(info["version"])) != str(info["version"]):
+                raise MoaiError(f"a new version of {name} was registered during the download; try again")
+            partial = folder / f"{part}.part"
             partial.write_bytes(response.content)
-            partial.replace(bundle)
+            partial.replace(folder / part)
+        # A resumed session needs the version's features and preprocessing digest, not the newest version's.
+        (folder / MODEL_INFO_FILE).write_text(json.dumps(info))
         return folder, info
 
     # Sessions
     def open_session(self, name: str) -> Session:
         """Generate keys locally (once per model version) and upload only the evaluation keys."""
-        folder, _info = self._bundle_dir(name)
+        folder, info = self._download(name)
+        inputs = _input_spec(folder, info)
         fhe = fhe_model_client()(str(folder), key_dir=str(folder / "keys"))
         with tqdm(total=1, desc=f"keygen {name}", disable=not self.progress, leave=False) as bar:
             with library_notices():
@@ -107,6 +127,7 @@ class MoaiClient:
             expires_at=body["expires_at"],
             key_fingerprint=body["key_fingerprint"],
             fhe=fhe,
+            inputs=inputs,
         )
 
     def resume_session(self, context_id: str) -> Session:
@@ -115,6 +136,9 @@ class MoaiClient:
         folder = self.key_dir / f"{info['model']}-v{info['model_version']}"
         if not (folder / "client.zip").exists():
             raise MoaiError(f"no keys for {info['model']} v{info['model_version']} in {self.key_dir}")
+        if not (folder / MODEL_INFO_FILE).exists():
+            raise MoaiError(f"{folder} was set up by an older client, without the model's features: open a new session")
+        inputs = _input_spec(folder, json.loads((folder / MODEL_INFO_FILE).read_text()))
         fhe = fhe_model_client()(str(folder), key_dir=str(folder / "keys"))
         with library_notices():
             fhe.generate_private_and_evaluation_keys(force=False)  # loads the cached key set
@@ -127,6 +151,7 @@ class MoaiClient:
             expires_at=info["expires_at"],
             key_fingerprint=info["key_fingerprint"],
             fhe=fhe,
+            inputs=inputs,
         )
 
     def session_info(self, context_id: str) -> dict[str, Any]:
@@ -210,11 +235,23 @@ class MoaiClient:
                 if time.monotonic() >= deadline:
                     raise MoaiTimeout(f"job {job_id} not finished after {timeout} s")
 
-    def predict(self, session: Session, X: np.ndarray, timeout: float = 600.0) -> Prediction:
-        """Encrypt each row, run them as one job, wait for its outputs, and decrypt them."""
+    def predict(self, session: Session, X: Any, timeout: float = 600.0) -> Prediction:
+        """Encrypt each row of raw features, run them as one job, wait for its outputs, and decrypt them.
+
+        Rows that are not the model's features are refused (MoaiError) before any request."""
         started = time.perf_counter()
         job = self.submit(session, session.encrypt(X))
         scores = session.decrypt(self.outputs(job, timeout=timeout))
         # Only a job that succeeded has outputs: the job as submitted, with that status.
         job = {**job, "status": "succeeded"}
         return Prediction(scores=scores, job=job, seconds=time.perf_counter() - started)
+
+
+def _input_spec(folder: Path, info: dict[str, Any]) -> InputSpec:
+    """The version's features, with its preprocessing loaded safely and checked against the registered digest."""
+    if not info.get("preprocessing"):
+        return InputSpec.of(info, None)
+    data = (folder / PREPROCESSING_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != info.get("preprocessing_sha256"):
+        raise MoaiError(f"{folder / PREPROCESSING_FILE} is not the preprocessing registered for this model version")
+    return InputSpec.of(info, preprocessing.load(data))

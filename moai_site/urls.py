@@ -14,6 +14,7 @@ api_v1 = [
     path("models", inference_views.ModelListView.as_view()),
     path("models/<str:name>", inference_views.ModelDetailView.as_view()),
     path("models/<str:name>/client.zip", inference_views.ModelClientBundleView.as_view()),
+    path("models/<str:name>/preprocessing.skops", inference_views.ModelPreprocessingView.as_view()),
     path("models/<str:name>/sessions", session_views.SessionCreateView.as_view()),
     path("sessions/<str:context_id>", session_views.SessionDetailView.as_view()),
     path("sessions/<str:context_id>/jobs", inference_views.JobSubmitView.as_view()),

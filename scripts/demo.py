@@ -3,8 +3,10 @@
 Migrates a fresh SQLite database, builds and registers the demo models, creates
 an API client, starts gunicorn and a Celery worker (filesystem broker, no
 server needed), then acts as a data owner for each model: generates keys
-locally, uploads the evaluation keys, encrypts held-out rows, runs one input
-and a batch, decrypts, and compares with the plaintext model's predictions.
+locally, uploads the evaluation keys, gives the client held-out rows of raw
+features from the original data set (the client applies the model's scaler,
+then encrypts), runs one input and a batch, decrypts, and compares with the
+clear pipeline's predictions (scaler, then the model without encryption).
 Exits non-zero if any decrypted prediction differs.
 """
 
@@ -51,7 +53,7 @@ def main() -> int:
     step("stopped web and worker")
     print_table(rows, timings)
     mismatches = sum(1 for row in rows if row[3] != row[4])
-    print(f"\n{len(rows) - mismatches} of {len(rows)} decrypted predictions equal the plaintext model's.")
+    print(f"\n{len(rows) - mismatches} of {len(rows)} decrypted predictions equal the clear pipeline's.")
     return 1 if mismatches else 0
 
 
@@ -66,6 +68,7 @@ def run_client(
     for model in client.models():
         name = model["name"]
         samples = np.load(DATA_DIR / "demo" / name / "samples.npz")
+        print_raw_rows(name, model["feature_names"], samples["X"])
         step(f"{name}: keygen on the client, upload of {model['evaluation_keys_bytes']:,} B of evaluation keys")
         started = time.perf_counter()
         session = client.open_session(name)
@@ -79,6 +82,13 @@ def run_client(
             rows.append((name, i, int(samples["y_true"][i]), int(samples["clear_prediction"][i]), int(label)))
         assert int(cold.labels[0]) == int(warm.labels[0]) == int(batch.labels[0])
     return rows, timings
+
+
+def print_raw_rows(name: str, features: list[str], X: np.ndarray) -> None:
+    step(f"{name}: {len(X)} held-out rows of raw features, as the data owner gives them to its client")
+    print(f"  features, in order: {', '.join(features)}")
+    for i, row in enumerate(X):
+        print(f"  row {i}: {', '.join(f'{value:g}' for value in row)}")
 
 
 def step(text: str) -> None:

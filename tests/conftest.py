@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from inference.demo_models import DEMO_MODELS, build
+from inference.demo_models import DEMO_MODELS, Built, build
 from inference.models import ModelVersion
 from inference.registration import BundleFacts, measure_bundle
 from keys.models import ApiClient
@@ -39,10 +39,17 @@ class Bundle:
     facts: BundleFacts
     fhe: Any  # FHEModelClient holding a real private key, the data owner's side
     evaluation_keys: bytes
-    samples: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]  # "X": raw rows, as a data owner sends them to its client
+    built: Built  # the clear pipeline (scaler and model), for the labels decrypted results must equal
+    feature_names: list[str]
+
+    @property
+    def preprocessing(self) -> Path:
+        return self.folder / "preprocessing.skops"
 
     def encrypt(self, row: int = 0) -> bytes:
-        ciphertext: bytes = self.fhe.quantize_encrypt_serialize(self.samples["X"][row : row + 1])
+        # FHEModelClient directly, as a client library would after preprocessing: rows the circuit takes.
+        ciphertext: bytes = self.fhe.quantize_encrypt_serialize(self.samples["X_model"][row : row + 1])
         return ciphertext
 
     def decrypt_label(self, output: bytes) -> int:
@@ -58,19 +65,21 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     for model in DEMO_MODELS:
         if model.name not in TEST_MODELS:
             continue
-        folder = build(model, root / model.name)
+        built = build(model, root / model.name)
+        folder = built.folder
         fhe = FHEModelClient(str(folder), key_dir=str(root / f"{model.name}-keys"))
         fhe.generate_private_and_evaluation_keys()
         samples = dict(np.load(folder / "samples.npz"))
         result[model.name] = Bundle(
-            model.name, folder, measure_bundle(folder), fhe, fhe.get_serialized_evaluation_keys(), samples
-        )
+            model.name, folder, measure_bundle(folder), fhe, fhe.get_serialized_evaluation_keys(), samples, built,
+            model.feature_names(),
+        )  # fmt: skip
     return result
 
 
 @pytest.fixture
 def register(bundles: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModelVersion]:
-    """Register a test model through the real service function.
+    """Register a test model through the real service function, with its scaler, as build_demo_models does.
 
     Measuring repeats a keygen and a circuit run that the session fixture already
     did for the same files, so the measured facts are reused (they are exact for
@@ -81,7 +90,9 @@ def register(bundles: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch) -> Cal
     def _register(name: str) -> ModelVersion:
         bundle = bundles[name]
         monkeypatch.setattr(services, "measure_bundle", lambda folder: bundle.facts)
-        return services.register_model(name, bundle.folder, f"test model {name}", Actor.system("tests"))
+        return services.register_model(
+            name, bundle.folder, f"test model {name}", Actor.system("tests"), bundle.preprocessing, bundle.feature_names
+        )
 
     return _register
 

@@ -70,6 +70,10 @@ def test_build_demo_models_builds_and_registers(db, tmp_path):
     model = ModelVersion.objects.get(name="breast-cancer-logreg")
     assert model.input_features == 30
     assert (tmp_path / "breast-cancer-logreg" / "samples.npz").exists()
+    # Registered with its scaler and the data set's feature names: data owners send raw rows.
+    assert model.preprocessing
+    assert model.feature_names[:2] == ["mean radius", "mean texture"]
+    assert len(model.feature_names) == 30
     with pytest.raises(CommandError, match="unknown demo model"):
         run("build_demo_models", "--only", "nope")
 

@@ -41,6 +41,7 @@ def test_schema_describes_every_endpoint(db):
         ("/api/v1/models", "get"): "list_models",
         ("/api/v1/models/{name}", "get"): "get_model",
         ("/api/v1/models/{name}/client.zip", "get"): "get_client_bundle",
+        ("/api/v1/models/{name}/preprocessing.skops", "get"): "get_preprocessing",
         ("/api/v1/models/{name}/sessions", "post"): "open_session",
         ("/api/v1/sessions/{context_id}", "get"): "get_session",
         ("/api/v1/sessions/{context_id}", "delete"): "close_session",

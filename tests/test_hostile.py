@@ -33,6 +33,7 @@ def endpoints(context_id: str, job_id: str) -> list[tuple[str, str, bool]]:
         ("GET", "/api/v1/models", False),
         ("GET", f"/api/v1/models/{LOGREG}", False),
         ("GET", f"/api/v1/models/{LOGREG}/client.zip", False),
+        ("GET", f"/api/v1/models/{LOGREG}/preprocessing.skops", False),
         ("POST", f"/api/v1/models/{LOGREG}/sessions", False),
         ("GET", f"/api/v1/sessions/{context_id}", True),
         ("DELETE", f"/api/v1/sessions/{context_id}", True),
@@ -124,6 +125,7 @@ def test_injection_strings_in_names_and_ids_answer_json_404(world, alice, value)
     for path, code in [
         (f"/api/v1/models/{encoded}", "model_not_found"),
         (f"/api/v1/models/{encoded}/client.zip", "model_not_found"),
+        (f"/api/v1/models/{encoded}/preprocessing.skops", "model_not_found"),
         (f"/api/v1/sessions/{encoded}", "context_not_found"),
         (f"/api/v1/jobs/{encoded}", "job_not_found"),
         (f"/api/v1/jobs/{encoded}/result", "job_not_found"),

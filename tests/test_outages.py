@@ -42,7 +42,11 @@ def outage_stack(tmp_path_factory, bundles):
         return done.stdout
 
     manage("migrate", "--verbosity", "0")
-    manage("register_model", "breast-cancer-logreg", str(bundles["breast-cancer-logreg"].folder))
+    bundle = bundles["breast-cancer-logreg"]
+    manage(
+        "register_model", "breast-cancer-logreg", str(bundle.folder), "--preprocessing", str(bundle.preprocessing),
+        "--feature-names", ",".join(bundle.feature_names),
+    )  # fmt: skip
     api_key = manage("create_client", "outage").strip().splitlines()[-1]
     with Stack(env, folder / "logs", concurrency=1) as stack:
         yield stack, pg, rds, api_key, manage

@@ -26,12 +26,19 @@ class Command(BaseCommand):
         chosen = [known[name] for name in options["only"]] or DEMO_MODELS
         output: Path = options["output"] or Path(settings.MOAI_DATA_DIR) / "demo"
         for model in chosen:
-            folder = build(model, output / model.name)
-            registered = register_model(model.name, folder, model.description, Actor.operator("build_demo_models"))
+            folder = build(model, output / model.name).folder
+            registered = register_model(
+                model.name,
+                folder,
+                model.description,
+                Actor.operator("build_demo_models"),
+                preprocessing=model.preprocessing(folder),
+                feature_names=model.feature_names(),
+            )
             self.stdout.write(
                 f"{registered.name} v{registered.version}: keys {registered.evaluation_keys_bytes} B, "
                 f"input {registered.input_ciphertext_bytes} B, "
-                f"plaintext test accuracy {_accuracy(folder):.3f} ({folder})"
+                f"clear pipeline's test accuracy {_accuracy(folder):.3f} ({folder})"
             )
 
 

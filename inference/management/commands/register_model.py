@@ -13,12 +13,27 @@ from ops.audit import Actor
 
 
 class Command(BaseCommand):
-    help = "Register an FHEModelDev folder (client.zip + server.zip) as the next version of NAME."
+    help = (
+        "Register an FHEModelDev folder (client.zip + server.zip) as the next version of NAME, "
+        "with the preprocessing its data owners apply to raw rows before encrypting."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("path", type=Path)
         parser.add_argument("--description", default="")
+        parser.add_argument(
+            "--preprocessing",
+            type=Path,
+            default=None,
+            help="skops file (skops.io.dump) of the fitted scaler or pipeline of scalers the model was trained behind",
+        )
+        parser.add_argument(
+            "--feature-names",
+            default=None,
+            help="the raw features' names, comma-separated, in the order data owners send them "
+            "(default: those the preprocessing was fitted with, if any)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = options["name"]
@@ -27,10 +42,23 @@ class Command(BaseCommand):
         except ValidationError:
             raise CommandError(f"invalid model name {name!r}: use letters, digits, '-' and '_'") from None
         try:
-            model = register_model(name, options["path"], options["description"], Actor.operator("register_model"))
+            model = register_model(
+                name,
+                options["path"],
+                options["description"],
+                Actor.operator("register_model"),
+                preprocessing=options["preprocessing"],
+                feature_names=_names(options["feature_names"]),
+            )
         except BundleError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"registered {model.name} v{model.version}: evaluation keys {model.evaluation_keys_bytes} B, "
-            f"input ciphertext {model.input_ciphertext_bytes} B, output {model.output_ciphertext_bytes} B"
+            f"input ciphertext {model.input_ciphertext_bytes} B, output {model.output_ciphertext_bytes} B, "
+            f"preprocessing {'yes' if model.preprocessing else 'none'}, "
+            f"features {', '.join(model.feature_names) if model.feature_names else model.input_features}"
         )
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",")] if value is not None else None
