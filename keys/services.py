@@ -25,6 +25,23 @@ def create_client(name: str, actor: Actor) -> tuple[ApiClient, str]:
     return client, raw_key
 
 
+@transaction.atomic
+def rotate_api_key(client: ApiClient, actor: Actor, reason: str) -> str:
+    """Revoke every API key of a client and issue a new one; the raw key is returned once.
+
+    The old keys answer 401 from the next request on: authentication looks keys up on
+    every request and skips revoked ones (keys/authentication.py), nothing caches them.
+    Sessions stay open: the evaluation keys are the data owner's, not the API key's
+    (``rotate_client_keys`` ends sessions).
+    """
+    revoked = ClientApiKey.objects.filter(client=client, revoked=False).update(revoked=True)
+    api_key, raw_key = ClientApiKey.objects.create_key(name=f"{client.name} key", client=client)
+    audit.record(
+        actor, "client.api_key_rotated", "client", client.name, reason, revoked_keys=revoked, new_prefix=api_key.prefix
+    )
+    return raw_key
+
+
 def get_client(name: str) -> ApiClient:
     try:
         return ApiClient.objects.get(name=name)
