@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.utils import timezone
 
+from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
 from ops import audit
 from ops.audit import Actor
+
+if TYPE_CHECKING:
+    from inference.models import ModelVersion
 
 
 class ClientError(ValueError):
@@ -86,8 +92,19 @@ def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str
     return bool(changed)
 
 
-def keys_were_revoked(client: ApiClient, key_fingerprint: str) -> bool:
-    """True for evaluation keys a session of this client used before its keys were rotated."""
+def keys_were_revoked(client: ApiClient, model_version: ModelVersion, fingerprint: str, chunks: bytes) -> bool:
+    """True for evaluation keys a session of this client used before its keys were rotated, or a near copy.
+
+    A near copy (NEAR_DUPLICATE_SHARE of its chunks in place) is refused too: with a bit
+    flipped the bytes hash differently, but the keys still belong to the old secret key.
+    """
     if client.keys_rotated_at is None:
         return False
-    return client.sessions.filter(key_fingerprint=key_fingerprint, created_at__lt=client.keys_rotated_at).exists()
+    revoked = client.sessions.filter(created_at__lt=client.keys_rotated_at)
+    if revoked.filter(key_fingerprint=fingerprint).exists():
+        return True
+    same_model = revoked.filter(model_version=model_version).exclude(key_chunks=b"")
+    return any(
+        shared_share(chunks, bytes(old)) >= NEAR_DUPLICATE_SHARE
+        for old in same_model.values_list("key_chunks", flat=True).iterator()
+    )
