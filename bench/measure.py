@@ -321,7 +321,40 @@ def _real_keys_upload(stack: Stack, api_key: str, model: str, folder: Path, work
         "seconds": seconds,
         "mb_per_s": len(keys) / 1e6 / seconds,
         "web_peak_growth_mib": rss.growth_mib(),
+        "near_copy": _near_copy_check(keys, folder.parent / f"{model}-upload-keys.bin"),
     }
+
+
+def _near_copy_check(keys: bytes, path: Path, revoked_sets: int = 10) -> dict[str, float]:
+    """What refusing near copies of revoked keys adds to a key upload's checks, in this process.
+
+    "before" is the check every upload had (size, then deserializing in the checker
+    process); "after" adds the chunk fingerprints and a comparison with ``revoked_sets``
+    revoked key sets of the same model (a client that rotated that many times).
+    """
+    from keys.evaluation_keys import check_evaluation_keys, chunk_fingerprints, shared_share
+
+    path.write_bytes(keys)
+    revoked = [bytes(reversed(chunk_fingerprints(path)))] * revoked_sets
+
+    def before() -> None:
+        check_evaluation_keys(path, len(keys))
+
+    def near_copy() -> None:
+        chunks = chunk_fingerprints(path)
+        assert all(shared_share(chunks, old) < 0.5 for old in revoked)
+
+    before()  # the checker process starts once per web process
+    before_s = statistics.median(_seconds(before) for _ in range(3))
+    near_s = statistics.median(_seconds(near_copy) for _ in range(3))
+    path.unlink()
+    return {"before_s": before_s, "after_s": before_s + near_s, "near_copy_s": near_s, "ratio": 1 + near_s / before_s}
+
+
+def _seconds(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def _sweep(count: int) -> dict[str, Any]:
@@ -409,6 +442,11 @@ def print_table(results: dict[str, Any]) -> None:
         f"upload of {up['bytes'] / 2**20:.0f} MiB: {up['seconds']:.2f} s, {up['mb_per_s']:.0f} MB/s, web peak growth "
         f"{up['web_peak_growth_mib']:.1f} MiB; real {real['model']} keys ({real['bytes'] / 1e6:.1f} MB, checked): "
         f"{real['seconds']:.2f} s, {real['mb_per_s']:.0f} MB/s, web growth {real['web_peak_growth_mib']:.1f} MiB"
+    )
+    near = real["near_copy"]
+    print(
+        f"key checks on those keys: before {near['before_s'] * 1000:.0f} ms, with the near-copy check against 10 "
+        f"revoked sets {near['after_s'] * 1000:.0f} ms (+{near['near_copy_s'] * 1000:.0f} ms, x{near['ratio']:.2f})"
     )
     aff = results["affinity"]
     on, off = aff["affinity"], aff["oldest_first"]

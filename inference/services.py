@@ -11,14 +11,14 @@ import logging
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import Count, F, Max, Min
 from django.utils import timezone
 
 from inference import blobs, notify
@@ -314,7 +314,10 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
 
 
 def _next_job_id(warm_sessions: set[str]) -> uuid.UUID | None:
-    queued = Job.objects.filter(status=Job.Status.QUEUED).order_by("submitted_at")
+    client_id = _client_whose_turn_it_is()
+    if client_id is None:
+        return None
+    queued = Job.objects.filter(status=Job.Status.QUEUED, client_id=client_id).order_by("submitted_at")
     oldest = queued.values_list("pk", "session_id", "submitted_at").first()
     if oldest is None:
         return None
@@ -326,6 +329,43 @@ def _next_job_id(warm_sessions: set[str]) -> uuid.UUID | None:
         queued.filter(session_id__in=[uuid.UUID(s) for s in warm_sessions]).values_list("pk", flat=True).first()
     )
     return warm or pk
+
+
+def _client_whose_turn_it_is() -> int | None:
+    """The client with queued jobs whose turn it is: fewest jobs running, then least recently served.
+
+    Jobs are shared out between clients, not claimed oldest first for everyone: a client
+    flooding the queue gets one turn per round like any other, so another client's job
+    waits for at most about one job per pool process, whatever the flood's size. Within
+    a client's turn, session affinity (``_next_job_id``) picks which of its jobs runs.
+    """
+    waiting = [
+        (row["client_id"], row["oldest"])
+        for row in Job.objects.filter(status=Job.Status.QUEUED).values("client_id").annotate(oldest=Min("submitted_at"))
+    ]
+    if len(waiting) <= 1:
+        return waiting[0][0] if waiting else None
+    ids = [client_id for client_id, _ in waiting]
+    running = dict(
+        Job.objects.filter(status=Job.Status.RUNNING, client_id__in=ids)
+        .values_list("client_id")
+        .annotate(n=Count("pk"))
+        .values_list("client_id", "n")
+    )
+    # Served within the last hour: a client idle for longer is simply the least recently served.
+    since = timezone.now() - timedelta(hours=1)
+    served = dict(
+        Job.objects.filter(client_id__in=ids, started_at__gte=since)
+        .values("client_id")
+        .annotate(last=Max("started_at"))
+        .values_list("client_id", "last")
+    )
+
+    def turn(entry: tuple[int, datetime]) -> tuple[int, datetime, datetime]:
+        client_id, oldest = entry
+        return running.get(client_id, 0), served.get(client_id, since), oldest
+
+    return min(waiting, key=turn)[0]
 
 
 def finish_job(job: Job) -> bool:

@@ -20,7 +20,9 @@ from inference import blobs, runtime, services
 from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from inference.models import Job
 from ops import metrics
+from ops.audit import Actor
 from sessions.models import KeySession
+from sessions.services import count_circuit_abort
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,6 +106,8 @@ def _check_session(job: Job) -> None:
     session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
     if session.status == KeySession.Status.EXPIRED:
         raise _SessionEnded("context_expired")
+    if session.status == KeySession.Status.SUSPENDED:
+        raise _SessionEnded("context_suspended")
     if session.status != KeySession.Status.ACTIVE or not session.keys_blob:
         runtime.keys.drop(str(job.session_id))
         raise _SessionEnded("context_invalidated")
@@ -149,9 +153,15 @@ def _fail_job_of_lost_process(
         code = _lost_process_code(str(exception))
     else:
         return
-    claimed = Job.objects.filter(claim_token=task_id, status=Job.Status.RUNNING).values_list("pk", "attempts")
-    for job_id, attempt in claimed:
-        services.fail_job(str(job_id), code, f"The worker process running this job died: {exception}", attempt=attempt)
+    claimed = Job.objects.filter(claim_token=task_id, status=Job.Status.RUNNING).values_list(
+        "pk", "attempts", "session_id"
+    )
+    for job_id, attempt, session_id in claimed:
+        failed = services.fail_job(
+            str(job_id), code, f"The worker process running this job died: {exception}", attempt=attempt
+        )
+        if failed and code == "circuit_aborted":
+            count_circuit_abort(session_id, Actor.system("worker"))
 
 
 def _lost_process_code(message: str) -> str:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from rest_framework_api_key.models import APIKey
 
 from keys.models import ApiClient, ClientApiKey
-from keys.services import rotate_client_keys, set_client_active
+from keys.services import rotate_api_key, rotate_client_keys, set_client_active
 from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
 from ops.audit import Actor
 
@@ -35,7 +35,7 @@ class ApiClientAdmin(ReadOnlyAdmin):
     list_display = ["name", "is_active", "active_sessions", "created_at", "keys_rotated_at"]
     list_filter = ["is_active"]
     search_fields = ["name"]
-    actions = ["rotate_keys", "disable_clients", "enable_clients"]
+    actions = ["rotate_keys", "issue_api_key", "disable_clients", "enable_clients"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiClient]:
         return super().get_queryset(request).annotate(n_active=Count("sessions", filter=Q(sessions__status="active")))
@@ -55,6 +55,31 @@ class ApiClientAdmin(ReadOnlyAdmin):
             "their next session needs a fresh keygen.",
             perform=_rotate,
         )  # fmt: skip
+
+    @admin.action(description="Issue a new API key (the current one stops working)", permissions=["manage"])
+    def issue_api_key(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one client: its new key is shown once.", messages.ERROR)
+            return None
+        issued: list[str] = []
+
+        def perform(selected: QuerySet[ApiClient], actor: Actor, reason: str) -> str:
+            issued.append(rotate_api_key(selected.get(), actor, reason))
+            return "Issued a new API key; the old one is refused from now on."
+
+        confirmation = confirm_with_reason(
+            self, request, queryset, title="Issue a new API key",
+            consequence="The client's current API key stops working at once; its sessions stay open. "
+            "The new key is shown once, on the next page.",
+            perform=perform,
+        )  # fmt: skip
+        if not issued:
+            return confirmation
+        context = {**self.admin_site.each_context(request), "title": "New API key", "client": queryset.get(),
+                   "api_key": issued[0], "opts": self.model._meta}  # fmt: skip
+        response = TemplateResponse(request, "admin/moai/new_api_key.html", context)
+        response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
+        return response
 
     @admin.action(description="Disable selected clients", permissions=["manage"])
     def disable_clients(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:

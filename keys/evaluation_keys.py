@@ -8,9 +8,20 @@ evaluation keys. Neither check needs, nor could use, a secret key.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from keys.validator import validator
+
+# Near-duplicates of revoked keys: a key set is fingerprinted per fixed-size chunk, and one
+# sharing at least NEAR_DUPLICATE_SHARE of its chunks, in place, with a revoked set of the
+# same model is refused. A fresh keygen shares none (its bytes are new randomness); a
+# revoked set with a bit flipped or a few hundred bytes changed shares nearly all.
+CHUNK_BYTES = 64 * 1024
+DIGEST_BYTES = 8
+NEAR_DUPLICATE_SHARE = 0.5
 
 
 class KeyCheckError(ValueError):
@@ -34,3 +45,22 @@ def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
     problem = validator.check(path)
     if problem is not None:
         raise KeyCheckError("invalid_evaluation_keys", "The body is not serialized Concrete evaluation keys.")
+
+
+def chunk_fingerprints(path: Path) -> bytes:
+    """One short digest per CHUNK_BYTES of the file, concatenated (8 bytes per 64 KiB)."""
+    digests = bytearray()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digests += hashlib.blake2b(chunk, digest_size=DIGEST_BYTES).digest()
+    return bytes(digests)
+
+
+def shared_share(ours: bytes, theirs: bytes) -> float:
+    """The share of chunks two key sets have in common at the same place (0.0 to 1.0)."""
+    chunks = max(len(ours), len(theirs)) // DIGEST_BYTES
+    common = min(len(ours), len(theirs)) // DIGEST_BYTES * DIGEST_BYTES
+    if not chunks:
+        return 0.0
+    same = np.frombuffer(ours[:common], dtype=np.uint64) == np.frombuffer(theirs[:common], dtype=np.uint64)
+    return float(same.sum()) / chunks

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.utils import timezone
 
+from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
 from ops import audit
 from ops.audit import Actor
+
+if TYPE_CHECKING:
+    from inference.models import ModelVersion
 
 
 class ClientError(ValueError):
@@ -23,6 +29,23 @@ def create_client(name: str, actor: Actor) -> tuple[ApiClient, str]:
     _, raw_key = ClientApiKey.objects.create_key(name=f"{name} key", client=client)
     audit.record(actor, "client.created", "client", client.name)
     return client, raw_key
+
+
+@transaction.atomic
+def rotate_api_key(client: ApiClient, actor: Actor, reason: str) -> str:
+    """Revoke every API key of a client and issue a new one; the raw key is returned once.
+
+    The old keys answer 401 from the next request on: authentication looks keys up on
+    every request and skips revoked ones (keys/authentication.py), nothing caches them.
+    Sessions stay open: the evaluation keys are the data owner's, not the API key's
+    (``rotate_client_keys`` ends sessions).
+    """
+    revoked = ClientApiKey.objects.filter(client=client, revoked=False).update(revoked=True)
+    api_key, raw_key = ClientApiKey.objects.create_key(name=f"{client.name} key", client=client)
+    audit.record(
+        actor, "client.api_key_rotated", "client", client.name, reason, revoked_keys=revoked, new_prefix=api_key.prefix
+    )
+    return raw_key
 
 
 def get_client(name: str) -> ApiClient:
@@ -69,8 +92,19 @@ def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str
     return bool(changed)
 
 
-def keys_were_revoked(client: ApiClient, key_fingerprint: str) -> bool:
-    """True for evaluation keys a session of this client used before its keys were rotated."""
+def keys_were_revoked(client: ApiClient, model_version: ModelVersion, fingerprint: str, chunks: bytes) -> bool:
+    """True for evaluation keys a session of this client used before its keys were rotated, or a near copy.
+
+    A near copy (NEAR_DUPLICATE_SHARE of its chunks in place) is refused too: with a bit
+    flipped the bytes hash differently, but the keys still belong to the old secret key.
+    """
     if client.keys_rotated_at is None:
         return False
-    return client.sessions.filter(key_fingerprint=key_fingerprint, created_at__lt=client.keys_rotated_at).exists()
+    revoked = client.sessions.filter(created_at__lt=client.keys_rotated_at)
+    if revoked.filter(key_fingerprint=fingerprint).exists():
+        return True
+    same_model = revoked.filter(model_version=model_version).exclude(key_chunks=b"")
+    return any(
+        shared_share(chunks, bytes(old)) >= NEAR_DUPLICATE_SHARE
+        for old in same_model.values_list("key_chunks", flat=True).iterator()
+    )

@@ -49,6 +49,7 @@ JOB_FAILURE_CODES = (
     "circuit_aborted",
     "context_expired",
     "context_invalidated",
+    "context_suspended",
     "evaluation_keys_unavailable",
     "internal_error",
     "invalid_ciphertext",

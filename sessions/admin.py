@@ -14,7 +14,7 @@ from django.utils import timezone
 from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
 from ops.audit import Actor
 from sessions.models import KeySession
-from sessions.services import end_selected_sessions
+from sessions.services import end_selected_sessions, lift_suspension
 
 
 class ExpiryFilter(admin.SimpleListFilter):
@@ -44,6 +44,11 @@ def _ender(status: str, verb: str) -> Any:
     return perform
 
 
+def _lift(queryset: QuerySet[KeySession], actor: Actor, reason: str) -> str:
+    lifted = sum(lift_suspension(session, actor, reason) for session in queryset)
+    return f"Lifted the suspension of {lifted} session(s); {queryset.count() - lifted} were not suspended."
+
+
 @admin.register(KeySession)
 class KeySessionAdmin(ReadOnlyAdmin):
     list_display = ["id", "client", "model_version", "status", "created_at", "expires_at", "short_fingerprint"]
@@ -52,7 +57,7 @@ class KeySessionAdmin(ReadOnlyAdmin):
     search_help_text = "Context id (exact) or key fingerprint"
     list_select_related = ["client", "model_version"]
     date_hierarchy = "created_at"
-    actions = ["invalidate_sessions", "expire_sessions"]
+    actions = ["invalidate_sessions", "expire_sessions", "lift_suspensions"]
     exclude = ["keys_blob"]
 
     @admin.display(description="key fingerprint")
@@ -83,4 +88,16 @@ class KeySessionAdmin(ReadOnlyAdmin):
             title="Expire sessions",
             consequence="These sessions end now as if their TTL had passed: keys erased, jobs stopped.",
             perform=_ender(KeySession.Status.EXPIRED, "Expired"),
+        )
+
+    @admin.action(description="Lift the suspension of selected sessions", permissions=["invalidate"])
+    def lift_suspensions(self, request: HttpRequest, queryset: QuerySet[KeySession]) -> TemplateResponse | None:
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            title="Lift suspensions",
+            consequence="These sessions run jobs again; their count of aborted jobs starts from 0. Their next "
+            "aborts suspend them again.",
+            perform=_lift,
         )

@@ -38,4 +38,8 @@ def active_session_or_error(request: Request, context_id: str) -> KeySession:
         raise ApiError(410, "context_expired", "The session expired; its keys are erased. Open a new session.")
     if session.status == KeySession.Status.INVALIDATED:
         raise ApiError(410, "context_invalidated", "The session was ended; its keys are erased. Open a new session.")
+    if session.status == KeySession.Status.SUSPENDED:
+        raise ApiError(
+            409, "context_suspended", "Jobs of this session aborted the runtime repeatedly; the operator must lift it."
+        )
     return session

@@ -12,14 +12,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from inference import blobs
 from inference import services as job_services
 from inference.models import ModelVersion
 from inference.uploads import Spooled
-from keys.evaluation_keys import KeyCheckError, check_evaluation_keys
+from keys.evaluation_keys import KeyCheckError, check_evaluation_keys, chunk_fingerprints
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
 from ops import audit
@@ -47,9 +47,12 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
     _check_session_cap(client)
     try:
         check_evaluation_keys(upload.path, model_version.evaluation_keys_bytes)
-        if not model_version.evaluation_keys_constant and keys_were_revoked(client, upload.sha256):
+        chunks = b"" if model_version.evaluation_keys_constant else chunk_fingerprints(upload.path)
+        if chunks and keys_were_revoked(client, model_version, upload.sha256, chunks):
             raise KeyCheckError(
-                "invalid_evaluation_keys", "These keys were revoked by a key rotation; generate new keys.", revoked=1
+                "evaluation_keys_revoked",
+                "These keys, or keys nearly identical to them, were revoked by a key rotation: generate new keys.",
+                revoked=1,
             )
     except KeyCheckError as exc:
         audit.record(
@@ -69,6 +72,7 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
         created_at=now,
         expires_at=now + timedelta(seconds=settings.MOAI_SESSION_TTL_SECONDS),
         key_fingerprint=upload.sha256,
+        key_chunks=chunks,
     )
     session.keys_blob = blobs.save_local_file(f"keys/{session.id}.bin", upload.path)
     try:
@@ -115,7 +119,7 @@ def end_sessions(sessions: QuerySet[KeySession], status: str, actor: Actor, reas
     erased. Sessions are ended in batches, each one transaction with one audit record
     per session and per stopped job, so that a sweep of thousands stays fast.
     """
-    ids = list(sessions.filter(status=KeySession.Status.ACTIVE).values_list("pk", flat=True))
+    ids = list(sessions.filter(status__in=KeySession.OPEN).values_list("pk", flat=True))
     return sum(_end_batch(ids[i : i + BATCH], status, actor, reason) for i in range(0, len(ids), BATCH))
 
 
@@ -142,7 +146,7 @@ def _end_batch(ids: list[uuid.UUID], status: str, actor: Actor, reason: str) -> 
     with transaction.atomic():
         locked = list(
             KeySession.objects.select_for_update(of=("self",))
-            .filter(pk__in=ids, status=KeySession.Status.ACTIVE)
+            .filter(pk__in=ids, status__in=KeySession.OPEN)
             .select_related("client")
         )
         if not locked:
@@ -166,6 +170,41 @@ def _end_batch(ids: list[uuid.UUID], status: str, actor: Actor, reason: str) -> 
         job_services.erase_blobs_of_sessions(pks)
     logger.info("sessions ended", extra={"sessions": len(locked), "status": status})
     return len(locked)
+
+
+def count_circuit_abort(session_id: uuid.UUID, actor: Actor) -> bool:
+    """Count a job of this session that aborted the runtime; suspend the session at the limit.
+
+    Each abort replaces a pool process and throws away every other tenant's warm keys
+    held there, so a session cannot abort the runtime for free: after
+    MOAI_MAX_CIRCUIT_ABORTS its queued jobs are cancelled (``context_suspended``), new
+    ones are refused, and it stays so until staff lift it. True when this call suspended it.
+    """
+    with transaction.atomic():
+        KeySession.objects.filter(pk=session_id).update(circuit_aborts=F("circuit_aborts") + 1)
+        session = KeySession.objects.select_for_update().get(pk=session_id)
+        if session.status != KeySession.Status.ACTIVE or session.circuit_aborts < settings.MOAI_MAX_CIRCUIT_ABORTS:
+            return False
+        KeySession.objects.filter(pk=session_id).update(status=KeySession.Status.SUSPENDED)
+        aborts = session.circuit_aborts
+        audit.record(
+            actor, "session.suspended", "session", session_id, f"{aborts} jobs aborted the runtime", aborts=aborts
+        )
+        job_services.stop_for_sessions_end([session_id], "context_suspended", actor)
+    logger.warning("session suspended", extra={"context_id": str(session_id), "aborts": session.circuit_aborts})
+    return True
+
+
+def lift_suspension(session: KeySession, actor: Actor, reason: str) -> bool:
+    """Let a suspended session run jobs again, its abort count back at 0; False if it was not suspended."""
+    with transaction.atomic():
+        lifted = KeySession.objects.filter(pk=session.pk, status=KeySession.Status.SUSPENDED).update(
+            status=KeySession.Status.ACTIVE, circuit_aborts=0
+        )
+        if lifted:
+            audit.record(actor, "session.suspension_lifted", "session", session.pk, reason)
+    session.refresh_from_db()
+    return bool(lifted)
 
 
 def expire_due_sessions(actor: Actor | None = None) -> int:

@@ -133,6 +133,32 @@ def test_rotate_keys_action(staff_client, alice, logreg, open_session):
     assert KeySession.objects.get(pk=context_id).status == "invalidated"
 
 
+def test_issue_api_key_action_shows_the_new_key_once_and_refuses_the_old(staff_client, alice, logreg):
+    data = {"action": "issue_api_key", "_selected_action": [alice.client.pk], "index": "0", "confirm": "yes"}
+    page = staff_client.post("/admin/keys/apiclient/", {**data, "reason": "key in a screenshot"})
+    assert page.status_code == 200
+    assert "no-store" in page["Cache-Control"]
+    new_key = re.search(rb'<code id="new-api-key">([^<]+)</code>', page.content).group(1).decode()
+    assert new_key != alice.api_key
+    assert alice.http.get("/api/v1/models").status_code == 401
+    alice.http.credentials(HTTP_AUTHORIZATION=f"Bearer {new_key}")
+    assert alice.http.get("/api/v1/models").status_code == 200
+    record = AuditRecord.objects.get(action="client.api_key_rotated", target_id="alice")
+    assert (record.actor_kind, record.actor, record.reason) == ("staff", "sam", "key in a screenshot")
+    assert new_key not in staff_client.get("/admin/keys/apiclient/").content.decode()
+
+
+def test_lift_suspension_action(staff_client, alice, logreg, open_session):
+    context_id = open_session(alice, logreg)
+    KeySession.objects.filter(pk=context_id).update(status="suspended", circuit_aborts=3)
+    data = {"action": "lift_suspensions", "_selected_action": [context_id], "index": "0", "confirm": "yes"}
+    done = staff_client.post("/admin/key_sessions/keysession/", {**data, "reason": "runtime fixed"}, follow=True)
+    assert b"Lifted the suspension of 1 session(s)" in done.content
+    session = KeySession.objects.get(pk=context_id)
+    assert (session.status, session.circuit_aborts) == ("active", 0)
+    assert AuditRecord.objects.filter(action="session.suspension_lifted", reason="runtime fixed").count() == 1
+
+
 def test_audit_log_is_read_only_for_everyone(staff_client):
     assert staff_client.get("/admin/ops/auditrecord/").status_code == 200
     record = AuditRecord.objects.first()

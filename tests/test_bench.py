@@ -45,6 +45,9 @@ def test_reduced_benchmark_measures_everything(tmp_path):
     assert 0 < results["throughput"]["ratio"] < 1.5
     assert results["upload"]["mb_per_s"] > 0
     assert results["upload"]["real_keys"]["bytes"] == 33_751_672
+    near = results["upload"]["real_keys"]["near_copy"]
+    assert 0 < near["before_s"] < near["after_s"]
+    assert "near-copy check" in done.stdout
     for label in ("affinity", "oldest_first"):
         assert results["affinity"][label]["jobs"] > 0
         assert results["affinity"][label]["key_cache_misses"] >= 0

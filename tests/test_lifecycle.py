@@ -103,7 +103,7 @@ def test_rotation_ends_sessions_and_refuses_the_old_keys(alice, tree, open_sessi
     old_keys = bundles["iris-tree"].evaluation_keys
     refused = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", old_keys)
     assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "invalid_evaluation_keys"
+    assert refused.json()["error"]["code"] == "evaluation_keys_revoked"
     assert refused.json()["error"]["revoked"] == 1
     from concrete.ml.deployment import FHEModelClient
 
@@ -113,7 +113,7 @@ def test_rotation_ends_sessions_and_refuses_the_old_keys(alice, tree, open_sessi
     assert new_keys != old_keys
     assert post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", new_keys).status_code == 201
     assert AuditRecord.objects.filter(action="client.keys_rotated", reason="laptop stolen").count() == 1
-    assert AuditRecord.objects.filter(action="session.refused", details__error_code="invalid_evaluation_keys").exists()
+    assert AuditRecord.objects.filter(action="session.refused", details__error_code="evaluation_keys_revoked").exists()
 
 
 def test_models_without_key_material_are_measured_as_such(logreg, tree):
