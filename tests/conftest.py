@@ -192,6 +192,7 @@ def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytes
             "DATABASE_URL": _database_url(),
             "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
             "SECRET_KEY": settings.SECRET_KEY,
+            "MOAI_AUDIT_KEY": settings.MOAI_AUDIT_KEY,
             "DEBUG": "0",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "MOAI_WORKER_POOL_SIZE": "2",
