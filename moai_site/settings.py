@@ -148,6 +148,9 @@ else:
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
+# Read only by `manage.py apply_database_grants`, which the migration job runs as the schema's
+# owner (DATABASE_URL there): the service's own role, which gets least privilege (docs/runbook.md).
+MOAI_SERVICE_DATABASE_URL = env_str("MOAI_SERVICE_DATABASE_URL") or None
 # django-prometheus's wrappers of the same backends add query and connection metrics.
 _ENGINE = DATABASES["default"]["ENGINE"]
 if _ENGINE in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):

@@ -192,3 +192,34 @@ def test_the_head_gauge_reads_the_table(history):
     assert head() == RECORDS
     delete_by_sql("seq > 10")
     assert head() == 10
+
+
+def test_concurrent_writers_leave_no_gap_and_one_chain(transactional_db):
+    """Eight writers at once, every third write rolled back, as gunicorn threads would write."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(slot: int) -> None:
+        try:
+            for i in range(12):
+                try:
+                    with transaction.atomic():
+                        audit.record(Actor.system(f"writer-{slot}"), "client.created", "client", f"{slot}-{i}")
+                        if i % 3 == 2:
+                            raise LookupError("rolled back")
+                except LookupError:
+                    pass
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(slot,)) for slot in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(AuditRecord.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 8 * 8 + 1))
+    assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
