@@ -83,7 +83,7 @@ def _create_or_update(role: ServiceRole, exists: bool, create: bool) -> list[sql
 
 def _grants(role: str, schema: str) -> list[sql.Composable]:
     who, where = sql.Identifier(role), sql.Identifier(schema)
-    statements = [
+    statements: list[sql.Composable] = [
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(where, who),
         # From nothing, so a privilege granted by hand earlier does not linger.
         sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(where, who),
