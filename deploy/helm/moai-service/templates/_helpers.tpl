@@ -74,11 +74,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "moai.webName" -}}{{ include "moai.fullname" . }}-web{{- end -}}
 {{- define "moai.dataClaimName" -}}{{ default (printf "%s-data" (include "moai.fullname" .)) .Values.persistence.existingClaim }}{{- end -}}
 
-{{/* Where SECRET_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's, or the chart's own. */}}
+{{/* Where SECRET_KEY, MOAI_AUDIT_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's, or the chart's own. */}}
 {{- define "moai.secretKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.secretKey.existingSecret }}{{- end -}}
 {{- define "moai.secretKeyKey" -}}{{ ternary .Values.moai.secretKey.existingSecretKey "secret-key" (ne .Values.moai.secretKey.existingSecret "") }}{{- end -}}
+{{- define "moai.auditKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.auditKey.existingSecret }}{{- end -}}
+{{- define "moai.auditKeyKey" -}}{{ ternary .Values.moai.auditKey.existingSecretKey "audit-key" (ne .Values.moai.auditKey.existingSecret "") }}{{- end -}}
+{{/* The key holding the audit keys rotated out, or nothing when there are none. */}}
+{{- define "moai.auditPreviousKeysKey" -}}
+{{- if .Values.moai.auditKey.existingSecret -}}{{ .Values.moai.auditKey.existingSecretPreviousKeysKey }}{{- else if .Values.moai.auditKey.previousKeys -}}audit-previous-keys{{- end -}}
+{{- end -}}
 {{- define "moai.databaseSecret" -}}{{ default (include "moai.fullname" .) .Values.database.existingSecret }}{{- end -}}
 {{- define "moai.databaseKey" -}}{{ ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret "") }}{{- end -}}
+{{/* The schema owner's URL, which only the migration Job reads. */}}
+{{- define "moai.databaseOwnerSecret" -}}{{ ternary (include "moai.fullname" .) (default (include "moai.fullname" .) .Values.database.ownerExistingSecret) .Values.postgresql.enabled }}{{- end -}}
+{{- define "moai.databaseOwnerKey" -}}{{ ternary .Values.database.ownerExistingSecretKey "database-owner-url" (and (not .Values.postgresql.enabled) (ne .Values.database.ownerExistingSecret "")) }}{{- end -}}
 {{- define "moai.redisSecret" -}}{{ default (include "moai.fullname" .) .Values.redis.existingSecret }}{{- end -}}
 {{- define "moai.redisKey" -}}{{ ternary .Values.redis.existingSecretKey "redis-url" (ne .Values.redis.existingSecret "") }}{{- end -}}
 
@@ -131,12 +140,40 @@ Included by every Deployment, so `helm template`, `lint` and `install` all stop 
 {{- if not (or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret) -}}
 {{- fail "no Redis: set redis.url or redis.existingSecret, or redis.enabled=true" -}}
 {{- end -}}
+{{- include "moai.validateSecrets" . -}}
 {{- $share := include "moai.workerShareMiB" . | atoi -}}
 {{- if lt $share 2048 -}}
 {{- fail (printf "resources.limits.memory=%v shared by moai.workerPoolSize=%v pool processes leaves %d MiB each; the runbook's minimum is 2 GiB per worker: raise the limit or lower the pool size" .Values.resources.limits.memory .Values.moai.workerPoolSize $share) -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas=%v is above autoscaling.maxReplicas=%v" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every key and password comes from the operator: one the chart generated would change at every
+`helm template`, and a changed audit key or database password breaks what was made with the old one.
+*/}}
+{{- define "moai.validateSecrets" -}}
+{{- $why := "the chart generates no keys or passwords, because a generated one would differ at every render (helm template, Argo CD, Flux)" -}}
+{{- if not (or .Values.moai.secretKey.value .Values.moai.secretKey.existingSecret) -}}
+{{- fail (printf "moai.secretKey is not set: %s. Set moai.secretKey.value (e.g. --set moai.secretKey.value=$(openssl rand -hex 32)) or moai.secretKey.existingSecret, a Secret of yours with the key %s (docs/runbook.md, Quick Deploy)" $why .Values.moai.secretKey.existingSecretKey) -}}
+{{- end -}}
+{{- if not (or .Values.moai.auditKey.value .Values.moai.auditKey.existingSecret) -}}
+{{- fail (printf "moai.auditKey is not set: %s. Set moai.auditKey.value (e.g. --set moai.auditKey.value=$(openssl rand -hex 32)) or moai.auditKey.existingSecret, a Secret of yours with the key %s, and keep a copy of the key outside the cluster (docs/runbook.md, Quick Deploy)" $why .Values.moai.auditKey.existingSecretKey) -}}
+{{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if not (and .Values.postgresql.password .Values.postgresql.servicePassword) -}}
+{{- fail (printf "postgresql.password and postgresql.servicePassword must both be set for the bundled PostgreSQL: %s. E.g. --set postgresql.password=$(openssl rand -hex 24) --set postgresql.servicePassword=$(openssl rand -hex 24); keep them for upgrades" $why) -}}
+{{- end -}}
+{{- if eq .Values.postgresql.username .Values.postgresql.serviceUsername -}}
+{{- fail "postgresql.serviceUsername must differ from postgresql.username: the service must not connect as the schema's owner" -}}
+{{- end -}}
+{{- else if not (or .Values.database.ownerUrl .Values.database.ownerExistingSecret) -}}
+{{- fail "database.ownerUrl or database.ownerExistingSecret is not set: the migration Job connects as the schema's owner, the service as the role in database.url / database.existingSecret, which may add audit records but not change them (docs/runbook.md, Database roles)" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (not .Values.redis.password) -}}
+{{- fail (printf "redis.password must be set for the bundled Redis: %s. E.g. --set redis.password=$(openssl rand -hex 24)" $why) -}}
 {{- end -}}
 {{- end -}}
 
@@ -185,6 +222,12 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
   value: /run/secrets/moai/database-url
 - name: REDIS_URL_FILE
   value: /run/secrets/moai/redis-url
+- name: MOAI_AUDIT_KEY_FILE
+  value: /run/secrets/moai/audit-key
+{{- if include "moai.auditPreviousKeysKey" . }}
+- name: MOAI_AUDIT_PREVIOUS_KEYS_FILE
+  value: /run/secrets/moai/audit-previous-keys
+{{- end }}
 # The shared volume: blobs, uploads in progress, beat's schedule, worker status files.
 - name: MOAI_DATA_DIR
   value: /var/lib/moai
@@ -242,11 +285,17 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
 - name: data
   persistentVolumeClaim:
     claimName: {{ include "moai.dataClaimName" . }}
-{{ include "moai.scratchVolumes" . }}
+{{ include "moai.scratchVolumes" (dict "ctx" . "owner" false) }}
 {{- end -}}
 
-{{/* Everything but the data volume: the migration Job runs without it. */}}
+{{/*
+Everything but the data volume: the migration Job runs without it. (dict "ctx" $ "owner" true) is
+the migration Job's: its database-url is the schema owner's, and service-database-url the service's.
+*/}}
 {{- define "moai.scratchVolumes" -}}
+{{- $owner := .owner -}}
+{{- $ctx := .ctx -}}
+{{- with .ctx -}}
 # Concrete links each circuit into a shared library under TMPDIR when it loads a model.
 - name: tmp
   emptyDir:
@@ -264,15 +313,41 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
             - key: {{ include "moai.secretKeyKey" . }}
               path: secret-key
       - secret:
+          name: {{ include "moai.auditKeySecret" . }}
+          items:
+            - key: {{ include "moai.auditKeyKey" . }}
+              path: audit-key
+      {{- with include "moai.auditPreviousKeysKey" . }}
+      - secret:
+          name: {{ include "moai.auditKeySecret" $ctx }}
+          items:
+            - key: {{ . }}
+              path: audit-previous-keys
+      {{- end }}
+      {{- if $owner }}
+      - secret:
+          name: {{ include "moai.databaseOwnerSecret" . }}
+          items:
+            - key: {{ include "moai.databaseOwnerKey" . }}
+              path: database-url
+      - secret:
+          name: {{ include "moai.databaseSecret" . }}
+          items:
+            - key: {{ include "moai.databaseKey" . }}
+              path: service-database-url
+      {{- else }}
+      - secret:
           name: {{ include "moai.databaseSecret" . }}
           items:
             - key: {{ include "moai.databaseKey" . }}
               path: database-url
+      {{- end }}
       - secret:
           name: {{ include "moai.redisSecret" . }}
           items:
             - key: {{ include "moai.redisKey" . }}
               path: redis-url
+{{- end -}}
 {{- end -}}
 
 {{- define "moai.volumeMounts" -}}
