@@ -8,7 +8,7 @@ applies the service role's grants after every migration (:func:`apply_grants`, b
 - every table: SELECT, INSERT, UPDATE, DELETE (never TRUNCATE, REFERENCES or TRIGGER);
 - the audit log: SELECT and INSERT only, so records can be added but not changed or removed;
 - ``django_migrations``: SELECT only;
-- every sequence: USAGE and SELECT, which inserts need for their ids.
+- every sequence: USAGE and SELECT, for ids from serial columns (identity columns need none).
 
 Grants mean nothing to a superuser or to a table's owner, so such a service role is refused.
 """
