@@ -8,6 +8,7 @@ as a pod connecting with the service's credentials would be.
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,8 +17,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from ops import audit
+from ops import audit, audit_checkpoints
 from ops.audit import Actor
+from ops.database_roles import ServiceRole, apply_grants
 from ops.models import AuditRecord
 from tests.helpers import post_bytes
 
@@ -123,3 +125,62 @@ def test_the_role_and_its_password_come_from_the_service_url(db, settings):
     with connection.cursor() as cursor:
         cursor.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [ROLE])
         assert cursor.fetchone() == (True,)
+
+
+@pytest.fixture
+def login_role(transactional_db: None) -> Iterator[str]:
+    """A service role that real processes log in as; committed, so dropped again afterwards."""
+    name = f"{ROLE}_login"
+    apply_grants(ServiceRole(name, password="service-secret"), create=True)
+    yield name
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP OWNED BY "{name}"')  # its privileges (it owns nothing)
+        cursor.execute(f'DROP ROLE "{name}"')
+
+
+@pytest.mark.e2e
+def test_gunicorn_and_a_worker_run_as_the_service_role(login_role, make_tenant, logreg, bundles, tmp_path):
+    """The whole service as separate processes connected as the service role: a prediction, then
+    the same role refused an UPDATE, DELETE or TRUNCATE of audit records."""
+    import psycopg
+    from django.conf import settings
+
+    from moai_client import MoaiClient
+    from scripts.stack import Stack, free_port
+
+    params = connection.settings_dict
+    host = f"{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}"
+    url = f"postgres://{login_role}:service-secret@{host}/{params['NAME']}"
+    env = {
+        "DJANGO_SETTINGS_MODULE": "moai_site.settings",
+        "DATABASE_URL": url,
+        "REDIS_URL": settings.REDIS_URL or "",
+        "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "MOAI_AUDIT_KEY": settings.MOAI_AUDIT_KEY,
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "MOAI_WORKER_POOL_SIZE": "1",
+        "MOAI_WORKER_METRICS_PORT": str(free_port()),
+    }
+    tenant = make_tenant("service-role-owner")
+    samples = bundles[logreg.name].samples
+    # The shared data folder may hold checkpoints of earlier tests' databases, flushed since.
+    checkpoints = settings.MOAI_DATA_DIR / "blobs" / audit_checkpoints.FOLDER
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    with Stack(env, tmp_path / "logs", concurrency=1) as stack:
+        client = MoaiClient(stack.url, tenant.api_key, tmp_path / "keys", progress=False, timeout=60)
+        session = client.open_session(logreg.name)
+        prediction = client.predict(session, samples["X"][:2], timeout=180)
+        assert prediction.labels.tolist() == samples["clear_prediction"][:2].tolist()
+        client.close_session(session.context_id)
+    actions = set(AuditRecord.objects.values_list("action", flat=True))
+    assert {"session.created", "job.submitted", "session.invalidated"} <= actions, actions
+    out = io.StringIO()
+    call_command("verify_audit_log", "--checkpoints", stdout=out)
+    assert "audit log intact" in out.getvalue()
+    with psycopg.connect(url, autocommit=True) as service:
+        for statement in (f"UPDATE {TABLE} SET reason = 'x'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE}"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                service.execute(statement)
+    shutil.rmtree(checkpoints, ignore_errors=True)
