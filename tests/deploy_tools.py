@@ -43,6 +43,8 @@ PRODUCTION = [
     "--set",
     "moai.mtlsEnabled=true",
     "--set",
+    "moai.tls.generate=true",
+    "--set",
     "resources.limits.cpu=4000m",
     "--set",
     "resources.limits.memory=8Gi",

@@ -392,7 +392,7 @@ def test_every_render_with_the_same_values_gives_the_same_secrets(helm, flags):
     """As Argo CD and Flux render the chart: `helm template`, with no cluster to read old values back from."""
 
     def secrets() -> list[dict[str, Any]]:
-        # The generated mTLS material (templates/secret-tls.yaml) still changes: README, open questions.
+        # Generated mTLS material (moai.tls.generate=true, templates/secret-tls.yaml) changes by design.
         generated = {f"{RELEASE}-mtls-ca", f"{RELEASE}-tls", f"{RELEASE}-metrics-client"}
         return [o for o in render(helm, *flags) if o["kind"] == "Secret" and o["metadata"]["name"] not in generated]
 
@@ -423,6 +423,15 @@ def test_chart_refuses_to_render_without_a_key_or_password_saying_how(helm, miss
     if missing.startswith("moai."):
         existing = missing.replace(".value", ".existingSecret=my-keys")
         render(helm, *given, "--set", existing, secrets=False)
+
+
+def test_mtls_without_certificates_refuses_unless_generation_is_asked_for(helm):
+    with pytest.raises(HelmError, match=r"moai\.mtlsEnabled needs certificates: set moai\.tls\.existingSecret"):
+        render(helm, *sets("moai.mtlsEnabled=true"))
+    render(
+        helm, *sets("moai.mtlsEnabled=true", "moai.tls.existingSecret=my-tls", "metrics.serviceMonitor.enabled=false")
+    )
+    assert find(render(helm, *PRODUCTION), "Secret", f"{RELEASE}-mtls-ca")  # PRODUCTION asks for generation
 
 
 def test_an_external_database_needs_the_owners_url_too(helm):
