@@ -360,6 +360,10 @@ def test_credentials_come_from_secrets_as_files(renders):
     # The given values, Redis's password the same in its URL and in Redis; the service connects as
     # its own role, and only the migration Job sees the owner's URL.
     data = {k: base64.b64decode(v).decode() for k, v in find(renders["default"], "Secret", RELEASE)["data"].items()}
+    job_data = find(renders["default"], "Secret", f"{RELEASE}-migrate")["data"]
+    data["database-owner-url"] = base64.b64decode(job_data.pop("database-owner-url")).decode()
+    # The pods' Secret lacks the owner's URL; the Job's holds only what the Job reads.
+    assert set(job_data) == {"secret-key", "audit-key", "database-url", "redis-url"}
     assert data["secret-key"] == "test-secret-key-0123456789abcdef0123456789abcdef"
     assert data["audit-key"] == "test-audit-key-0123456789abcdef0123456789abcdef"
     assert data["redis-url"] == f"redis://:{data['redis-password']}@redis.moai.svc:6379/0"
@@ -397,7 +401,9 @@ def test_every_render_with_the_same_values_gives_the_same_secrets(helm, flags):
         return [o for o in render(helm, *flags) if o["kind"] == "Secret" and o["metadata"]["name"] not in generated]
 
     first = secrets()
-    assert [o["metadata"]["name"] for o in first] == ([] if flags is EXTERNAL_STORES else [RELEASE])
+    assert [o["metadata"]["name"] for o in first] == (
+        [] if flags is EXTERNAL_STORES else [RELEASE, f"{RELEASE}-migrate"]
+    )
     assert first == secrets()
     assert "(lookup " not in (CHART / "templates" / "secret.yaml").read_text()
 
@@ -452,9 +458,15 @@ def test_migrations_run_as_a_helm_hook(renders):
     ]  # fmt: skip
     external = container(renders["external"], "Job", MIGRATE)["command"]
     assert external == ["python", "manage.py", "apply_database_grants"]  # the operator creates the role
-    # A pre-upgrade hook runs before the release's own objects change; it must not need new ones.
+    # A pre-upgrade hook runs before the release's own objects change; it must not need new ones:
+    # no data volume, and its Secret is a hook of its own, made just before it with this release's values.
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if "persistentVolumeClaim" in v]
+    (projected,) = [v["projected"] for v in volumes if v["name"] == "secrets"]
+    assert {s["secret"]["name"] for s in projected["sources"]} == {f"{RELEASE}-migrate"}
+    annotations = find(renders["default"], "Secret", f"{RELEASE}-migrate")["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(annotations["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
 
 
 def test_disruption_budgets_cover_web_and_workers(renders):

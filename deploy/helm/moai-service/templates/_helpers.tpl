@@ -74,22 +74,64 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "moai.webName" -}}{{ include "moai.fullname" . }}-web{{- end -}}
 {{- define "moai.dataClaimName" -}}{{ default (printf "%s-data" (include "moai.fullname" .)) .Values.persistence.existingClaim }}{{- end -}}
 
-{{/* Where SECRET_KEY, MOAI_AUDIT_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's, or the chart's own. */}}
-{{- define "moai.secretKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.secretKey.existingSecret }}{{- end -}}
+{{/*
+Where SECRET_KEY, MOAI_AUDIT_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's,
+or the chart's own, .chart: <release> for the pods, <release>-migrate for the migration Job.
+*/}}
+{{- define "moai.secretKeySecret" -}}{{ default .chart .ctx.Values.moai.secretKey.existingSecret }}{{- end -}}
 {{- define "moai.secretKeyKey" -}}{{ ternary .Values.moai.secretKey.existingSecretKey "secret-key" (ne .Values.moai.secretKey.existingSecret "") }}{{- end -}}
-{{- define "moai.auditKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.auditKey.existingSecret }}{{- end -}}
+{{- define "moai.auditKeySecret" -}}{{ default .chart .ctx.Values.moai.auditKey.existingSecret }}{{- end -}}
 {{- define "moai.auditKeyKey" -}}{{ ternary .Values.moai.auditKey.existingSecretKey "audit-key" (ne .Values.moai.auditKey.existingSecret "") }}{{- end -}}
 {{/* The key holding the audit keys rotated out, or nothing when there are none. */}}
 {{- define "moai.auditPreviousKeysKey" -}}
 {{- if .Values.moai.auditKey.existingSecret -}}{{ .Values.moai.auditKey.existingSecretPreviousKeysKey }}{{- else if .Values.moai.auditKey.previousKeys -}}audit-previous-keys{{- end -}}
 {{- end -}}
-{{- define "moai.databaseSecret" -}}{{ default (include "moai.fullname" .) .Values.database.existingSecret }}{{- end -}}
+{{- define "moai.databaseSecret" -}}{{ default .chart .ctx.Values.database.existingSecret }}{{- end -}}
 {{- define "moai.databaseKey" -}}{{ ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret "") }}{{- end -}}
 {{/* The schema owner's URL, which only the migration Job reads. */}}
-{{- define "moai.databaseOwnerSecret" -}}{{ ternary (include "moai.fullname" .) (default (include "moai.fullname" .) .Values.database.ownerExistingSecret) .Values.postgresql.enabled }}{{- end -}}
+{{- define "moai.databaseOwnerSecret" -}}{{ ternary .chart (default .chart .ctx.Values.database.ownerExistingSecret) .ctx.Values.postgresql.enabled }}{{- end -}}
 {{- define "moai.databaseOwnerKey" -}}{{ ternary .Values.database.ownerExistingSecretKey "database-owner-url" (and (not .Values.postgresql.enabled) (ne .Values.database.ownerExistingSecret "")) }}{{- end -}}
-{{- define "moai.redisSecret" -}}{{ default (include "moai.fullname" .) .Values.redis.existingSecret }}{{- end -}}
+{{- define "moai.redisSecret" -}}{{ default .chart .ctx.Values.redis.existingSecret }}{{- end -}}
 {{- define "moai.redisKey" -}}{{ ternary .Values.redis.existingSecretKey "redis-url" (ne .Values.redis.existingSecret "") }}{{- end -}}
+
+{{/*
+What the chart's own Secret holds (JSON): every key, password and URL the operator gave as a value
+rather than as a Secret of theirs. secret.yaml is it for the pods, secret-migrate.yaml for the
+migration Job.
+*/}}
+{{- define "moai.chartSecretData" -}}
+{{- $data := dict -}}
+{{- if not .Values.moai.secretKey.existingSecret -}}
+{{- $_ := set $data "secret-key" .Values.moai.secretKey.value -}}
+{{- end -}}
+{{- if not .Values.moai.auditKey.existingSecret -}}
+{{- $_ := set $data "audit-key" .Values.moai.auditKey.value -}}
+{{- with .Values.moai.auditKey.previousKeys -}}
+{{- $_ := set $data "audit-previous-keys" (join "," .) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $pg := .Values.postgresql -}}
+{{- $host := printf "postgresql.%s.svc:5432/%s" .Release.Namespace $pg.database -}}
+{{- $_ := set $data "postgres-password" $pg.password -}}
+{{- $_ := set $data "database-url" (printf "postgres://%s:%s@%s" $pg.serviceUsername $pg.servicePassword $host) -}}
+{{- $_ := set $data "database-owner-url" (printf "postgres://%s:%s@%s" $pg.username $pg.password $host) -}}
+{{- else -}}
+{{- if not .Values.database.existingSecret -}}
+{{- $_ := set $data "database-url" .Values.database.url -}}
+{{- end -}}
+{{- if not .Values.database.ownerExistingSecret -}}
+{{- $_ := set $data "database-owner-url" .Values.database.ownerUrl -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $_ := set $data "redis-password" .Values.redis.password -}}
+{{- $_ := set $data "redis-url" (printf "redis://:%s@redis.%s.svc:6379/0" .Values.redis.password .Release.Namespace) -}}
+{{- else if not .Values.redis.existingSecret -}}
+{{- $_ := set $data "redis-url" .Values.redis.url -}}
+{{- end -}}
+{{- toJson $data -}}
+{{- end -}}
 
 {{/* mTLS material: the server's key pair, the CA that client certificates must chain to, and an optional probe certificate. */}}
 {{- define "moai.tlsSecret" -}}{{ default (printf "%s-tls" (include "moai.fullname" .)) .Values.moai.tls.existingSecret }}{{- end -}}
@@ -295,6 +337,7 @@ the migration Job's: its database-url is the schema owner's, and service-databas
 {{- define "moai.scratchVolumes" -}}
 {{- $owner := .owner -}}
 {{- $ctx := .ctx -}}
+{{- $names := dict "ctx" .ctx "chart" (printf "%s%s" (include "moai.fullname" .ctx) (ternary "-migrate" "" $owner)) -}}
 {{- with .ctx -}}
 # Concrete links each circuit into a shared library under TMPDIR when it loads a model.
 - name: tmp
@@ -308,42 +351,42 @@ the migration Job's: its database-url is the schema owner's, and service-databas
     defaultMode: 0440
     sources:
       - secret:
-          name: {{ include "moai.secretKeySecret" . }}
+          name: {{ include "moai.secretKeySecret" $names }}
           items:
             - key: {{ include "moai.secretKeyKey" . }}
               path: secret-key
       - secret:
-          name: {{ include "moai.auditKeySecret" . }}
+          name: {{ include "moai.auditKeySecret" $names }}
           items:
             - key: {{ include "moai.auditKeyKey" . }}
               path: audit-key
       {{- with include "moai.auditPreviousKeysKey" . }}
       - secret:
-          name: {{ include "moai.auditKeySecret" $ctx }}
+          name: {{ include "moai.auditKeySecret" $names }}
           items:
             - key: {{ . }}
               path: audit-previous-keys
       {{- end }}
       {{- if $owner }}
       - secret:
-          name: {{ include "moai.databaseOwnerSecret" . }}
+          name: {{ include "moai.databaseOwnerSecret" $names }}
           items:
             - key: {{ include "moai.databaseOwnerKey" . }}
               path: database-url
       - secret:
-          name: {{ include "moai.databaseSecret" . }}
+          name: {{ include "moai.databaseSecret" $names }}
           items:
             - key: {{ include "moai.databaseKey" . }}
               path: service-database-url
       {{- else }}
       - secret:
-          name: {{ include "moai.databaseSecret" . }}
+          name: {{ include "moai.databaseSecret" $names }}
           items:
             - key: {{ include "moai.databaseKey" . }}
               path: database-url
       {{- end }}
       - secret:
-          name: {{ include "moai.redisSecret" . }}
+          name: {{ include "moai.redisSecret" $names }}
           items:
             - key: {{ include "moai.redisKey" . }}
               path: redis-url
