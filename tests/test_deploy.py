@@ -440,6 +440,36 @@ def test_mtls_without_certificates_refuses_unless_generation_is_asked_for(helm):
     assert find(render(helm, *PRODUCTION), "Secret", f"{RELEASE}-mtls-ca")  # PRODUCTION asks for generation
 
 
+@pytest.mark.parametrize(
+    ("flags", "secret", "key"),
+    [
+        (sets(f"moai.auditKey.previousKeys={{{'a' * 32},{'b' * 32}}}"), RELEASE, "audit-previous-keys"),
+        (
+            sets("moai.auditKey.existingSecret=my-keys", "moai.auditKey.existingSecretPreviousKeysKey=old"),
+            "my-keys",
+            "old",
+        ),
+    ],
+    ids=["values", "existing-secret"],
+)
+def test_rotated_out_audit_keys_reach_every_pod(helm, flags, secret, key):
+    objects = render(helm, *flags)
+    if secret == RELEASE:
+        data = find(objects, "Secret", RELEASE)["data"]
+        assert base64.b64decode(data[key]).decode() == f"{'a' * 32},{'b' * 32}"
+    for kind, name in MOAI_WORKLOADS:
+        assert env_of(container(objects, kind, name))["MOAI_AUDIT_PREVIOUS_KEYS_FILE"].endswith("/audit-previous-keys")
+        (projected,) = [v["projected"] for v in pod_spec(objects, kind, name)["volumes"] if v["name"] == "secrets"]
+        sources = {src["secret"]["items"][0]["path"]: src["secret"] for src in projected["sources"]}
+        expected = f"{RELEASE}-migrate" if kind == "Job" and secret == RELEASE else secret
+        assert sources["audit-previous-keys"] == {
+            "name": expected,
+            "items": [{"key": key, "path": "audit-previous-keys"}],
+        }
+    # Without previous keys no pod looks for the file.
+    assert "MOAI_AUDIT_PREVIOUS_KEYS_FILE" not in env_of(container(render(helm), "Deployment", WEB))
+
+
 def test_an_external_database_needs_the_owners_url_too(helm):
     external = sets(*[a for a in EXTERNAL_STORES[1::2] if not a.startswith("database.ownerExistingSecret")])
     with pytest.raises(HelmError, match=r"database\.ownerUrl or database\.ownerExistingSecret is not set"):
