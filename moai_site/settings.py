@@ -24,6 +24,17 @@ if not _secret:
         raise ConfigError("SECRET_KEY must be set when DEBUG is off")
     _secret = "moai-development-only-secret-key-not-for-production-use"
 SECRET_KEY: str = _secret
+# The audit log's HMAC key, its own and not derived from SECRET_KEY (which every pod
+# holds for sessions and CSRF). Keys rotated out stay here so older records still verify.
+_audit_key = env_str("MOAI_AUDIT_KEY")
+if not _audit_key:
+    if not DEBUG:
+        raise ConfigError("MOAI_AUDIT_KEY must be set when DEBUG is off (README: Configuration)")
+    _audit_key = "moai-development-only-audit-key-not-for-production-use"
+if len(_audit_key) < 32 and not DEBUG:
+    raise ConfigError("MOAI_AUDIT_KEY must be at least 32 characters (e.g. openssl rand -hex 32)")
+MOAI_AUDIT_KEY: str = _audit_key
+MOAI_AUDIT_PREVIOUS_KEYS = env_list("MOAI_AUDIT_PREVIOUS_KEYS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
 MOAI_DATA_DIR = Path(env_str("MOAI_DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
@@ -139,6 +150,9 @@ else:
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
+# Read only by `manage.py apply_database_grants`, which the migration job runs as the schema's
+# owner (DATABASE_URL there): the service's own role, which gets least privilege (docs/runbook.md).
+MOAI_SERVICE_DATABASE_URL = env_str("MOAI_SERVICE_DATABASE_URL") or None
 # django-prometheus's wrappers of the same backends add query and connection metrics.
 _ENGINE = DATABASES["default"]["ENGINE"]
 if _ENGINE in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
@@ -289,6 +303,9 @@ MOAI_REQUEUE_GRACE_SECONDS = env_int("MOAI_REQUEUE_GRACE_SECONDS", 30, minimum=1
 CELERY_BEAT_SCHEDULE = {
     "recover-jobs": {"task": "inference.tasks.recover_jobs", "schedule": 15.0},
     "expire-sessions": {"task": "sessions.tasks.expire_sessions", "schedule": 30.0},
+    # Every audit write publishes a checkpoint once committed; this one covers a process
+    # that died between its commit and its checkpoint, and records migrated from before.
+    "checkpoint-audit-log": {"task": "ops.tasks.checkpoint_audit_log", "schedule": 60.0},
 }
 
 LOGGING = {

@@ -14,7 +14,7 @@ from ops.models import AuditRecord
 
 @admin.register(AuditRecord)
 class AuditRecordAdmin(ReadOnlyAdmin):
-    list_display = ["id", "at", "actor_kind", "actor", "action", "target_type", "target_id", "reason", "source"]
+    list_display = ["seq", "at", "actor_kind", "actor", "action", "target_type", "target_id", "reason", "source"]
     list_filter = ["action", "actor_kind", "target_type"]
     search_fields = ["actor", "target_id", "reason"]
     date_hierarchy = "at"
@@ -26,8 +26,8 @@ class AuditRecordAdmin(ReadOnlyAdmin):
     @admin.action(description="Export selected records (JSON lines)", permissions=["export"])
     def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditRecord]) -> StreamingHttpResponse:
         lines = (
-            json.dumps({"id": r.pk, **r.content(), "digest": r.digest}, sort_keys=True) + "\n"
-            for r in queryset.order_by("id").iterator()
+            json.dumps({"id": r.pk, **r.content(), "key_id": r.key_id, "digest": r.digest}, sort_keys=True) + "\n"
+            for r in queryset.order_by("seq").iterator()
         )
         response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
         response["Content-Disposition"] = 'attachment; filename="moai-audit.jsonl"'

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +57,35 @@ class Actor:
         return cls(AuditRecord.ActorKind.STAFF, username, source)
 
 
-def _key() -> bytes:
-    return hashlib.sha256(b"moai-audit:" + settings.SECRET_KEY.encode()).digest()
+@dataclass(frozen=True)
+class AuditKey:
+    """An HMAC key of the chain and its id, which records carry so that the key can change mid-chain."""
+
+    id: str
+    secret: bytes
+
+    @classmethod
+    def of(cls, secret: str) -> AuditKey:
+        raw = secret.encode()
+        # A fingerprint, not a name the operator chooses: the same key always has the same id,
+        # and the id tells nothing about the key.
+        return cls(hashlib.sha256(b"moai-audit-key-id:" + raw).hexdigest()[:16], raw)
 
 
-def compute_digest(prev_digest: str, content: dict[str, Any]) -> str:
+def signing_key() -> AuditKey:
+    """The key new records and checkpoints are signed with (``MOAI_AUDIT_KEY``)."""
+    return AuditKey.of(settings.MOAI_AUDIT_KEY)
+
+
+def keyring() -> dict[str, AuditKey]:
+    """Every key a record may be signed with: the current one and those rotated out."""
+    keys = [AuditKey.of(secret) for secret in [settings.MOAI_AUDIT_KEY, *settings.MOAI_AUDIT_PREVIOUS_KEYS]]
+    return {key.id: key for key in keys}
+
+
+def compute_digest(key: AuditKey, prev_digest: str, content: dict[str, Any]) -> str:
     payload = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hmac.new(_key(), (prev_digest + payload).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key.secret, (prev_digest + payload).encode(), hashlib.sha256).hexdigest()
 
 
 def _lock_chain() -> None:
@@ -104,13 +126,19 @@ def record_many(entries: list[Entry]) -> list[AuditRecord]:
     taken: an audit write that fails must undo that change anyway, and a savepoint
     costs two database round trips per record.
     """
+    key = signing_key()
     with transaction.atomic(savepoint=False):
         _lock_chain()
-        prev = AuditRecord.objects.order_by("-id").values_list("digest", flat=True).first() or GENESIS
+        # Under the lock and in READ COMMITTED, this sees every committed record: the next
+        # number follows the last committed one, so a writer that rolled back leaves no gap.
+        head = AuditRecord.objects.order_by("-seq").values_list("seq", "digest").first() or (0, GENESIS)
+        seq, prev = head
         now = timezone.now()
         rows = []
         for entry in entries:
+            seq += 1
             row = AuditRecord(
+                seq=seq,
                 at=now,
                 actor_kind=entry.actor.kind,
                 actor=entry.actor.name,
@@ -120,27 +148,49 @@ def record_many(entries: list[Entry]) -> list[AuditRecord]:
                 reason=entry.reason,
                 source=entry.actor.source,
                 details=entry.details,
+                key_id=key.id,
                 prev_digest=prev,
             )
-            row.digest = prev = compute_digest(row.prev_digest, row.content())
+            row.digest = prev = compute_digest(key, row.prev_digest, row.content())
             rows.append(row)
-        # One multi-row INSERT assigns ids in list order, which is the chain's order.
-        return AuditRecord.objects.bulk_create(rows, batch_size=1000)
+        written = AuditRecord.objects.bulk_create(rows, batch_size=1000)
+        if written:
+            from ops import audit_checkpoints
+
+            head_now = audit_checkpoints.Head(seq, prev, now)
+            # Published only once the records are committed: a checkpoint of a write that
+            # rolled back would name a record that never existed.
+            transaction.on_commit(lambda: audit_checkpoints.publish(head_now))
+        return written
 
 
 @dataclass(frozen=True)
 class ChainFault:
-    record_id: int
+    seq: int
     problem: str
 
 
-def verify_chain(records: Iterator[AuditRecord]) -> ChainFault | None:
-    """Return the first record that breaks the chain, or None when it is whole."""
-    expected_prev = GENESIS
+def verify_chain(records: Iterable[AuditRecord], keys: dict[str, AuditKey] | None = None) -> ChainFault | None:
+    """Return the first record (by sequence number) that breaks the chain, or None when it is whole.
+
+    ``records`` must come in sequence order. A missing number is named itself, so a record
+    deleted in the middle is reported as the number that is missing.
+    """
+    keys = keyring() if keys is None else keys
+    expected_seq, expected_prev = 1, GENESIS
     for entry in records:
+        if entry.seq != expected_seq:
+            if entry.seq > expected_seq:
+                return ChainFault(expected_seq, "is missing (a record was deleted)")
+            return ChainFault(entry.seq, "appears twice or out of order")
         if entry.prev_digest != expected_prev:
-            return ChainFault(entry.pk, "does not follow its predecessor (a record was deleted, inserted or reordered)")
-        if not hmac.compare_digest(entry.digest, compute_digest(entry.prev_digest, entry.content())):
-            return ChainFault(entry.pk, "content does not match its digest (the record was altered)")
-        expected_prev = entry.digest
+            return ChainFault(
+                entry.seq, "does not follow its predecessor (a record was deleted, inserted or reordered)"
+            )
+        key = keys.get(entry.key_id)
+        if key is None:
+            return ChainFault(entry.seq, f"is signed with an unknown audit key (key id {entry.key_id!r})")
+        if not hmac.compare_digest(entry.digest, compute_digest(key, entry.prev_digest, entry.content())):
+            return ChainFault(entry.seq, "content does not match its digest (the record was altered or forged)")
+        expected_seq, expected_prev = expected_seq + 1, entry.digest
     return None

@@ -3,8 +3,8 @@
 Counters and the latency histogram are kept by the process where the event
 happens (a worker pool process, the worker's parent, a web process) and summed per
 host by prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is
-set (gunicorn and the Celery worker set it). Gauges of shared state - queue depth
-and active sessions - are read from the database at scrape time, so every replica
+set (gunicorn and the Celery worker set it). Gauges of shared state - queue depth,
+active sessions, the audit log's head - are read from the database at scrape time, so every replica
 reports the same value. No label carries a context id, job id or key.
 """
 
@@ -109,6 +109,23 @@ class SharedStateCollector(Collector):
         running = GaugeMetricFamily("moai_jobs_running", "Jobs running now.")
         running.add_metric([], Job.objects.filter(status=Job.Status.RUNNING).count())
         yield running
+        yield _audit_head()
+
+
+def _audit_head() -> GaugeMetricFamily:
+    """The audit log's highest sequence number, read from the table at scrape time.
+
+    Read, not counted by the writers: a count kept in the processes that write would never
+    go down, and what this gauge is for is to show the table's head going down (records
+    deleted by SQL, the table emptied), which the MoaiAuditLogShrank alert watches for.
+    """
+    from django.db.models import Max
+
+    from ops.models import AuditRecord
+
+    head = GaugeMetricFamily("moai_audit_head_sequence", "Highest sequence number in the audit log (0: empty).")
+    head.add_metric([], AuditRecord.objects.aggregate(head=Max("seq"))["head"] or 0)
+    return head
 
 
 def _model_names(active_only: bool = False) -> list[str]:

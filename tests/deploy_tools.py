@@ -43,6 +43,8 @@ PRODUCTION = [
     "--set",
     "moai.mtlsEnabled=true",
     "--set",
+    "moai.tls.generate=true",
+    "--set",
     "resources.limits.cpu=4000m",
     "--set",
     "resources.limits.memory=8Gi",
@@ -56,6 +58,20 @@ AUTOSCALING = [
     "autoscaling.maxReplicas=10",
 ]
 OPERATOR_API = ["--api-versions", "monitoring.coreos.com/v1"]
+# The keys and passwords the chart requires (it generates none), as the runbook's quick install
+# gives them; render() and lint() pass them unless told not to.
+QUICK_SECRETS = [
+    "--set",
+    "moai.secretKey.value=test-secret-key-0123456789abcdef0123456789abcdef",
+    "--set",
+    "moai.auditKey.value=test-audit-key-0123456789abcdef0123456789abcdef",
+    "--set",
+    "postgresql.password=test-owner-password",
+    "--set",
+    "postgresql.servicePassword=test-service-password",
+    "--set",
+    "redis.password=test-redis-password",
+]
 
 
 def ensure_helm() -> Path:
@@ -85,9 +101,13 @@ def helm_run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False)
 
 
-def render(helm: Path, *args: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    """`helm template` of the chart; raises with helm's message when it refuses."""
-    result = helm_run(helm, "template", release, str(CHART), "--namespace", namespace, *args)
+def render(
+    helm: Path, *args: str, release: str = RELEASE, namespace: str = NAMESPACE, secrets: bool = True
+) -> list[dict[str, Any]]:
+    """`helm template` of the chart (with QUICK_SECRETS first unless ``secrets`` is false); raises
+    with helm's message when it refuses."""
+    given = [*QUICK_SECRETS, *args] if secrets else list(args)
+    result = helm_run(helm, "template", release, str(CHART), "--namespace", namespace, *given)
     if result.returncode != 0:
         raise HelmError(result.stderr.strip())
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

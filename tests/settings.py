@@ -43,6 +43,7 @@ else:
 # One data folder per test run (and per xdist worker), shared with the processes the tests start.
 os.environ.setdefault("MOAI_DATA_DIR", tempfile.mkdtemp(prefix="moai-test-"))
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-with-enough-length-for-hmac-0123456789")
+os.environ.setdefault("MOAI_AUDIT_KEY", "test-only-audit-key-with-enough-length-0123456789")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("MOAI_WORKER_POOL_SIZE", "2")
 

@@ -26,7 +26,7 @@ def run(*args: str) -> str:
 def history(alice, logreg, open_session):
     context_id = open_session(alice, logreg)
     alice.http.delete(f"/api/v1/sessions/{context_id}")
-    records = list(AuditRecord.objects.order_by("id"))
+    records = list(AuditRecord.objects.order_by("seq"))
     assert len(records) >= 4
     return records
 
@@ -37,18 +37,20 @@ def test_a_fresh_history_verifies(history):
 
 def test_an_edited_record_is_named(history):
     AuditRecord.objects.filter(pk=history[2].pk).update(reason="nothing happened")
-    with pytest.raises(CommandError, match=f"record #{history[2].pk}: content"):
+    with pytest.raises(CommandError, match=f"sequence number {history[2].seq}: record #{history[2].seq} content"):
         run("verify_audit_log")
 
 
-def test_a_deleted_record_is_found_at_its_successor(history):
+def test_a_deleted_record_is_named_by_its_missing_number(history):
     AuditRecord.objects.filter(pk=history[2].pk).delete()
-    with pytest.raises(CommandError, match=f"record #{history[3].pk}: does not follow"):
+    with pytest.raises(CommandError, match=f"sequence number {history[2].seq}: record #{history[2].seq} is missing"):
         run("verify_audit_log")
 
 
 def test_an_inserted_record_is_found(history):
     forged = AuditRecord.objects.create(
+        seq=history[-1].seq + 1,
+        key_id=history[-1].key_id,
         at=timezone.now(),
         actor_kind="system",
         actor="x",
@@ -58,7 +60,7 @@ def test_an_inserted_record_is_found(history):
         prev_digest=history[-1].digest,
         digest="f" * 64,
     )
-    with pytest.raises(CommandError, match=f"record #{forged.pk}: content"):
+    with pytest.raises(CommandError, match=f"sequence number {forged.seq}: record #{forged.seq} content"):
         run("verify_audit_log")
 
 
@@ -66,17 +68,17 @@ def test_reordered_records_are_found(history):
     first, second = history[1], history[2]
     with connection.cursor() as cursor:
         table = AuditRecord._meta.db_table
-        cursor.execute(f"UPDATE {table} SET id = -1 WHERE id = %s", [first.pk])
-        cursor.execute(f"UPDATE {table} SET id = %s WHERE id = %s", [first.pk, second.pk])
-        cursor.execute(f"UPDATE {table} SET id = %s WHERE id = -1", [second.pk])
-    with pytest.raises(CommandError, match=f"record #{first.pk}"):
+        cursor.execute(f"UPDATE {table} SET seq = 0 WHERE seq = %s", [first.seq])
+        cursor.execute(f"UPDATE {table} SET seq = %s WHERE seq = %s", [first.seq, second.seq])
+        cursor.execute(f"UPDATE {table} SET seq = %s WHERE seq = 0", [second.seq])
+    with pytest.raises(CommandError, match=f"sequence number {first.seq}: record #{first.seq}"):
         run("verify_audit_log")
 
 
 def test_export_jsonl_csv_and_since(history):
     lines = [json.loads(line) for line in run("export_audit_log").splitlines()]
-    assert [line["id"] for line in lines] == [r.pk for r in history]
-    assert {"actor", "action", "target_id", "reason", "source", "at", "digest"} <= set(lines[0])
+    assert [line["seq"] for line in lines] == [r.seq for r in history] == list(range(1, len(history) + 1))
+    assert {"actor", "action", "target_id", "reason", "source", "at", "key_id", "digest"} <= set(lines[0])
     rows = list(csv.DictReader(io.StringIO(run("export_audit_log", "--format", "csv"))))
     assert [int(row["id"]) for row in rows] == [r.pk for r in history]
     AuditRecord.objects.filter(pk=history[0].pk).update(at=timezone.now() - timedelta(days=2))

@@ -44,6 +44,7 @@ from tests.deploy_tools import (
     NAMESPACE,
     OPERATOR_API,
     PRODUCTION,
+    QUICK_SECRETS,
     RELEASE,
     ROOT,
     RUNBOOK,
@@ -81,9 +82,13 @@ def sets(*assignments: str) -> list[str]:
 
 
 EXTERNAL_STORES = sets(
-    *("postgresql.enabled=false", "database.existingSecret=moai-database"),
+    *(
+        "postgresql.enabled=false",
+        "database.existingSecret=moai-database",
+        "database.ownerExistingSecret=moai-database",
+    ),
     *("redis.enabled=false", "redis.existingSecret=moai-redis"),
-    "moai.secretKey.existingSecret=moai-secret-key",
+    *("moai.secretKey.existingSecret=moai-secret-key", "moai.auditKey.existingSecret=moai-secret-key"),
 )
 # The runbook's four alerts: the series each reads and its threshold.
 RUNBOOK_ALERTS = {
@@ -93,12 +98,17 @@ RUNBOOK_ALERTS = {
     "MoaiActiveSessionsHigh": ("moai_session_count", 1000),
 }
 # What MOAI reads as X_FILE, and the file name each has in the secrets volume.
-SECRET_FILES = [("SECRET_KEY", "secret-key"), ("DATABASE_URL", "database-url"), ("REDIS_URL", "redis-url")]
+SECRET_FILES = [
+    ("SECRET_KEY", "secret-key"),
+    ("MOAI_AUDIT_KEY", "audit-key"),
+    ("DATABASE_URL", "database-url"),
+    ("REDIS_URL", "redis-url"),
+]
 # Volume types the restricted Pod Security Standard allows (of those this chart could use).
 RESTRICTED_VOLUMES = {"emptyDir", "secret", "configMap", "projected", "persistentVolumeClaim"}
 # One web replica reports these from the database, or every one while Redis is down: alerts and
 # panels read them with max over replicas, which is right in both cases (a sum is not in the second).
-SHARED_GAUGES = {"moai_queue_depth", "moai_session_count", "moai_jobs_running"}
+SHARED_GAUGES = {"moai_queue_depth", "moai_session_count", "moai_jobs_running", "moai_audit_head_sequence"}
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +138,7 @@ def all_containers(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[st
 
 @pytest.mark.parametrize("flags", [[], PRODUCTION + AUTOSCALING], ids=["default", "production"])
 def test_helm_lint_strict_passes(helm, flags):
-    result = helm_run(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *flags)
+    result = helm_run(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *QUICK_SECRETS, *flags)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -333,7 +343,7 @@ def test_credentials_come_from_secrets_as_files(renders):
         for kind, name in MOAI_WORKLOADS:
             c = container(objects, kind, name)
             env = env_of(c)
-            assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(env), name
+            assert not {"SECRET_KEY", "MOAI_AUDIT_KEY", "DATABASE_URL", "REDIS_URL"} & set(env), name
             spec = find(objects, kind, name)["spec"]["template"]["spec"]
             (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "secrets"]
             (mount,) = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "secrets"]
@@ -347,25 +357,146 @@ def test_credentials_come_from_secrets_as_files(renders):
                 else:
                     assert source["items"][0]["key"] in secrets[source["name"]]["data"]
     assert not [o for o in renders["external"] if o["kind"] == "Secret"]
-    # Generated values: a long SECRET_KEY, and Redis's password the same in its URL and in Redis.
+    # The given values, Redis's password the same in its URL and in Redis; the service connects as
+    # its own role, and only the migration Job sees the owner's URL.
     data = {k: base64.b64decode(v).decode() for k, v in find(renders["default"], "Secret", RELEASE)["data"].items()}
-    assert len(data["secret-key"]) >= 50
+    job_data = find(renders["default"], "Secret", f"{RELEASE}-migrate")["data"]
+    data["database-owner-url"] = base64.b64decode(job_data.pop("database-owner-url")).decode()
+    # The pods' Secret lacks the owner's URL; the Job's holds only what the Job reads.
+    assert set(job_data) == {"secret-key", "audit-key", "database-url", "redis-url"}
+    assert data["secret-key"] == "test-secret-key-0123456789abcdef0123456789abcdef"
+    assert data["audit-key"] == "test-audit-key-0123456789abcdef0123456789abcdef"
     assert data["redis-url"] == f"redis://:{data['redis-password']}@redis.moai.svc:6379/0"
-    assert data["database-url"].startswith(f"postgres://moai:{data['postgres-password']}@postgresql.moai.svc:5432/")
+    assert data["database-url"] == "postgres://moai_service:test-service-password@postgresql.moai.svc:5432/moai"
+    assert data["database-owner-url"] == f"postgres://moai:{data['postgres-password']}@postgresql.moai.svc:5432/moai"
+    for kind, name in MOAI_WORKLOADS:
+        (projected,) = [
+            v["projected"] for v in pod_spec(renders["default"], kind, name)["volumes"] if v["name"] == "secrets"
+        ]
+        keys = {s["secret"]["items"][0]["key"]: s["secret"]["items"][0]["path"] for s in projected["sources"]}
+        if kind == "Job":
+            assert keys["database-owner-url"] == "database-url"
+            assert keys["database-url"] == "service-database-url"
+        else:
+            assert "database-owner-url" not in keys, name
     # No credential is in any container's plain environment.
     for name, c in all_containers(renders["default"]):
         for value in env_of(c).values():
-            assert data["redis-password"] not in value, name
-            assert data["postgres-password"] not in value, name
+            for secret in ("redis-password", "postgres-password", "secret-key", "audit-key"):
+                assert data[secret] not in value, name
+
+
+def pod_spec(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(objects, kind, name)["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("flags", [[], PRODUCTION, EXTERNAL_STORES], ids=["default", "production", "external"])
+def test_every_render_with_the_same_values_gives_the_same_secrets(helm, flags):
+    """As Argo CD and Flux render the chart: `helm template`, with no cluster to read old values back from."""
+
+    def secrets() -> list[dict[str, Any]]:
+        # Generated mTLS material (moai.tls.generate=true, templates/secret-tls.yaml) changes by design.
+        generated = {f"{RELEASE}-mtls-ca", f"{RELEASE}-tls", f"{RELEASE}-metrics-client"}
+        return [o for o in render(helm, *flags) if o["kind"] == "Secret" and o["metadata"]["name"] not in generated]
+
+    first = secrets()
+    assert [o["metadata"]["name"] for o in first] == (
+        [] if flags is EXTERNAL_STORES else [RELEASE, f"{RELEASE}-migrate"]
+    )
+    assert first == secrets()
+    assert "(lookup " not in (CHART / "templates" / "secret.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("missing", "complaint"),
+    [
+        (
+            "moai.secretKey.value",
+            r"moai\.secretKey is not set: the chart generates no keys or passwords.*existingSecret",
+        ),
+        ("moai.auditKey.value", r"moai\.auditKey is not set: .*openssl rand -hex 32.*existingSecret"),
+        ("postgresql.password", r"postgresql\.password and postgresql\.servicePassword must both be set"),
+        ("postgresql.servicePassword", r"postgresql\.password and postgresql\.servicePassword must both be set"),
+        ("redis.password", r"redis\.password must be set for the bundled Redis"),
+    ],
+)
+def test_chart_refuses_to_render_without_a_key_or_password_saying_how(helm, missing, complaint):
+    given = sets(*[a for a in QUICK_SECRETS[1::2] if not a.startswith(missing + "=")])
+    with pytest.raises(HelmError, match=complaint):
+        render(helm, *given, secrets=False)
+    # Supplied as a Secret of the operator's instead, the key is not needed as a value.
+    if missing.startswith("moai."):
+        existing = missing.replace(".value", ".existingSecret=my-keys")
+        render(helm, *given, "--set", existing, secrets=False)
+
+
+def test_mtls_without_certificates_refuses_unless_generation_is_asked_for(helm):
+    with pytest.raises(HelmError, match=r"moai\.mtlsEnabled needs certificates: set moai\.tls\.existingSecret"):
+        render(helm, *sets("moai.mtlsEnabled=true"))
+    render(
+        helm, *sets("moai.mtlsEnabled=true", "moai.tls.existingSecret=my-tls", "metrics.serviceMonitor.enabled=false")
+    )
+    assert find(render(helm, *PRODUCTION), "Secret", f"{RELEASE}-mtls-ca")  # PRODUCTION asks for generation
+
+
+@pytest.mark.parametrize(
+    ("flags", "secret", "key"),
+    [
+        (sets(f"moai.auditKey.previousKeys={{{'a' * 32},{'b' * 32}}}"), RELEASE, "audit-previous-keys"),
+        (
+            sets("moai.auditKey.existingSecret=my-keys", "moai.auditKey.existingSecretPreviousKeysKey=old"),
+            "my-keys",
+            "old",
+        ),
+    ],
+    ids=["values", "existing-secret"],
+)
+def test_rotated_out_audit_keys_reach_every_pod(helm, flags, secret, key):
+    objects = render(helm, *flags)
+    if secret == RELEASE:
+        data = find(objects, "Secret", RELEASE)["data"]
+        assert base64.b64decode(data[key]).decode() == f"{'a' * 32},{'b' * 32}"
+    for kind, name in MOAI_WORKLOADS:
+        assert env_of(container(objects, kind, name))["MOAI_AUDIT_PREVIOUS_KEYS_FILE"].endswith("/audit-previous-keys")
+        (projected,) = [v["projected"] for v in pod_spec(objects, kind, name)["volumes"] if v["name"] == "secrets"]
+        sources = {src["secret"]["items"][0]["path"]: src["secret"] for src in projected["sources"]}
+        expected = f"{RELEASE}-migrate" if kind == "Job" and secret == RELEASE else secret
+        assert sources["audit-previous-keys"] == {
+            "name": expected,
+            "items": [{"key": key, "path": "audit-previous-keys"}],
+        }
+    # Without previous keys no pod looks for the file.
+    assert "MOAI_AUDIT_PREVIOUS_KEYS_FILE" not in env_of(container(render(helm), "Deployment", WEB))
+
+
+def test_an_external_database_needs_the_owners_url_too(helm):
+    external = sets(*[a for a in EXTERNAL_STORES[1::2] if not a.startswith("database.ownerExistingSecret")])
+    with pytest.raises(HelmError, match=r"database\.ownerUrl or database\.ownerExistingSecret is not set"):
+        render(helm, *external)
+    render(helm, *external, "--set", "database.ownerUrl=postgres://owner:pw@db.example.com:5432/moai")
 
 
 def test_migrations_run_as_a_helm_hook(renders):
     job = find(renders["default"], "Job", MIGRATE)
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
-    assert container(renders["default"], "Job", MIGRATE)["command"] == ["python", "manage.py", "migrate", "--noinput"]
-    # A pre-upgrade hook runs before the release's own objects change; it must not need new ones.
+    spec = pod_spec(renders["default"], "Job", MIGRATE)
+    # First the schema, then the service role's grants on it, both as the schema's owner.
+    assert [c["command"] for c in spec["initContainers"]] == [["python", "manage.py", "migrate", "--noinput"]]
+    assert container(renders["default"], "Job", MIGRATE)["command"] == [
+        "python", "manage.py", "apply_database_grants", "--create-role",
+    ]  # fmt: skip
+    external = container(renders["external"], "Job", MIGRATE)["command"]
+    assert external == ["python", "manage.py", "apply_database_grants"]  # the operator creates the role
+    # A pre-upgrade hook runs before the release's own objects change; it must not need new ones:
+    # no data volume, and its Secret is a hook of its own, made just before it with this release's values.
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if "persistentVolumeClaim" in v]
+    (projected,) = [v["projected"] for v in volumes if v["name"] == "secrets"]
+    assert {s["secret"]["name"] for s in projected["sources"]} == {f"{RELEASE}-migrate"}
+    annotations = find(renders["default"], "Secret", f"{RELEASE}-migrate")["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(annotations["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
 
 
 def test_disruption_budgets_cover_web_and_workers(renders):
@@ -581,7 +712,7 @@ def summed_shared_gauges(expression: str) -> list[str]:
 
 def test_prometheus_rule_has_the_runbooks_four_alerts_at_its_thresholds(renders, helm):
     rules = {r["alert"]: r for r in chart_rules(renders["production"])}
-    assert set(rules) == set(RUNBOOK_ALERTS)
+    assert set(rules) == {*RUNBOOK_ALERTS, "MoaiAuditLogShrank"}
     for alert, (series, threshold) in RUNBOOK_ALERTS.items():
         rule = rules[alert]
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}
@@ -607,6 +738,25 @@ def test_prometheus_rule_has_the_runbooks_four_alerts_at_its_thresholds(renders,
     assert queue["expr"].endswith("> 250")
     # Clusters without the operator's API would refuse these objects: none are rendered there.
     assert not [o for o in renders["default"] if o["apiVersion"].startswith("monitoring.coreos.com/")]
+
+
+def test_audit_log_alert_fires_when_the_heads_sequence_goes_down(renders):
+    (rule,) = [r for r in chart_rules(renders["production"]) if r["alert"] == "MoaiAuditLogShrank"]
+    assert rule["labels"]["severity"] == "critical"
+    assert "for" not in rule  # at once: tampering does not wait for a second look
+    assert "verify_audit_log --checkpoints" in rule["annotations"]["description"]
+    expression = promql_parser.parse(rule["expr"])
+    assert str(expression.op) == "or"
+    # A drop seen by the reporting replica, even if new writes fill the table up again afterwards...
+    dropped = expression.lhs
+    assert (str(dropped.op), dropped.rhs.val) == (">", 0)
+    assert str(dropped.lhs) == f'max(resets(moai_audit_head_sequence{{namespace="{NAMESPACE}"}}[30m]))'
+    # ...and the head now below its maximum of the last 30 minutes, across a change of reporter.
+    below = expression.rhs
+    assert str(below.op) == "<"
+    assert str(below.lhs) == f'max(moai_audit_head_sequence{{namespace="{NAMESPACE}"}})'
+    assert str(below.rhs) == f'max(max_over_time(moai_audit_head_sequence{{namespace="{NAMESPACE}"}}[30m]))'
+    assert not summed_shared_gauges(rule["expr"])
 
 
 def test_standalone_alert_rules_are_the_charts(renders):
@@ -943,7 +1093,7 @@ def test_mtls_probe_and_documented_client_certificates_work_against_gunicorn(ren
         steps = [
             c
             for c in shell_commands("\n".join(code_blocks(RUNBOOK.read_text(), "bash")))
-            if c[0] in ("openssl", "printf")
+            if c[0] in ("openssl", "printf") and c[1:2] != ["rand"]  # rand: the keys and passwords of the install
         ]
         assert [c[0] for c in steps] == ["printf", "openssl", "openssl"]
         (tmp_path / "client.ext").write_text(steps[0][1].encode().decode("unicode_escape"))
@@ -1006,7 +1156,8 @@ def test_runbook_helm_commands_render(helm):
                 # Without it every earlier --set (mTLS!) falls back to the chart's default.
                 assert "--reuse-values" in command, command
             flags = [w for w in command[4:] if w not in ("--create-namespace", "--reuse-values")]
-            render(helm, *flags)
+            # Keys and passwords the runbook generates with openssl: any 64 characters stand in for them.
+            render(helm, *[re.sub(r"\$[A-Z_]+", "0" * 64, w) for w in flags])
 
 
 def test_runbook_set_flags_and_values_snippets_are_valid(helm, tmp_path):
@@ -1045,7 +1196,9 @@ def test_runbook_kubectl_commands_target_what_the_chart_creates(renders, helm):
         namespaced = flag_value(command, "-n", "--namespace") == NAMESPACE or any(
             re.match(rf"{NAMESPACE}/[^:]+:", w) for w in command
         )
-        assert namespaced or command[1:4] == ["label", "namespace", NAMESPACE], command
+        assert namespaced or command[1:4] in (["label", "namespace", NAMESPACE], ["create", "namespace", NAMESPACE]), (
+            command
+        )
         selector = flag_value(command, "-l")
         if selector:
             wanted = dict(pair.split("=") for pair in selector.split(","))
@@ -1072,7 +1225,8 @@ def test_runbook_kubectl_commands_target_what_the_chart_creates(renders, helm):
             jsonpath = flag_value(command, "-o") or ""
             key = re.search(r"\{\.data\.(.+)\}", jsonpath)
             if key:
-                assert key.group(1).replace("\\.", ".") in find(objects, "Secret", name)["data"], command
+                keys = {k for o in objects if (o["kind"], o["metadata"]["name"]) == ("Secret", name) for k in o["data"]}
+                assert key.group(1).replace("\\.", ".") in keys, command
 
 
 def positional_after(command: list[str], word: str) -> str:

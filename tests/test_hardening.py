@@ -22,6 +22,7 @@ def test_check_deploy_has_no_warnings_with_production_settings(tmp_path):
         "DEBUG": "0",
         "MOAI_HTTPS": "1",
         "SECRET_KEY": secrets.token_urlsafe(64),
+        "MOAI_AUDIT_KEY": secrets.token_hex(32),
         "ALLOWED_HOSTS": "moai.example.com",
         "MOAI_DATA_DIR": str(tmp_path),
         "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite3"),

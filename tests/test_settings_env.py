@@ -41,3 +41,22 @@ def test_ci_runs_against_real_postgresql_and_redis(db):
     assert connection.vendor == "postgresql"
     assert settings.REDIS_URL
     assert settings.CELERY_BROKER_URL.startswith("redis://")
+
+
+def test_the_audit_key_is_required_in_production_and_may_come_from_a_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    key_file = tmp_path / "audit-key"
+    key_file.write_text("k" * 64 + "\n")
+
+    def settings_with(**env: str) -> subprocess.CompletedProcess[str]:
+        base = {"PATH": os.environ["PATH"], "DEBUG": "0", "SECRET_KEY": "s" * 50, "MOAI_DATA_DIR": str(tmp_path)}
+        code = "from moai_site import settings; print(settings.MOAI_AUDIT_KEY, settings.MOAI_AUDIT_PREVIOUS_KEYS)"
+        return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True)
+
+    assert "MOAI_AUDIT_KEY must be set when DEBUG is off" in settings_with().stderr
+    assert "at least 32 characters" in settings_with(MOAI_AUDIT_KEY="short").stderr
+    done = settings_with(MOAI_AUDIT_KEY_FILE=str(key_file), MOAI_AUDIT_PREVIOUS_KEYS="a" * 32 + "," + "b" * 32)
+    assert done.stdout.split(" ", 1) == ["k" * 64, f"['{'a' * 32}', '{'b' * 32}']\n"], done.stderr

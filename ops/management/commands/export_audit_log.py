@@ -13,6 +13,7 @@ from ops.models import AuditRecord
 
 FIELDS = [
     "id",
+    "seq",
     "at",
     "actor_kind",
     "actor",
@@ -22,6 +23,7 @@ FIELDS = [
     "reason",
     "source",
     "details",
+    "key_id",
     "digest",
 ]
 
@@ -34,7 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        records = AuditRecord.objects.order_by("id")
+        records = AuditRecord.objects.order_by("seq")
         if options["since"]:
             records = records.filter(at__gte=_parse(options["since"]))
         rows = (_row(record) for record in records.iterator(chunk_size=2000))
@@ -59,4 +61,4 @@ def _parse(value: str) -> datetime:
 
 
 def _row(record: AuditRecord) -> dict[str, Any]:
-    return {"id": record.pk, **record.content(), "digest": record.digest}
+    return {"id": record.pk, **record.content(), "key_id": record.key_id, "digest": record.digest}

@@ -74,13 +74,64 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "moai.webName" -}}{{ include "moai.fullname" . }}-web{{- end -}}
 {{- define "moai.dataClaimName" -}}{{ default (printf "%s-data" (include "moai.fullname" .)) .Values.persistence.existingClaim }}{{- end -}}
 
-{{/* Where SECRET_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's, or the chart's own. */}}
-{{- define "moai.secretKeySecret" -}}{{ default (include "moai.fullname" .) .Values.moai.secretKey.existingSecret }}{{- end -}}
+{{/*
+Where SECRET_KEY, MOAI_AUDIT_KEY, DATABASE_URL and REDIS_URL come from: a Secret of the operator's,
+or the chart's own, .chart: <release> for the pods, <release>-migrate for the migration Job.
+*/}}
+{{- define "moai.secretKeySecret" -}}{{ default .chart .ctx.Values.moai.secretKey.existingSecret }}{{- end -}}
 {{- define "moai.secretKeyKey" -}}{{ ternary .Values.moai.secretKey.existingSecretKey "secret-key" (ne .Values.moai.secretKey.existingSecret "") }}{{- end -}}
-{{- define "moai.databaseSecret" -}}{{ default (include "moai.fullname" .) .Values.database.existingSecret }}{{- end -}}
+{{- define "moai.auditKeySecret" -}}{{ default .chart .ctx.Values.moai.auditKey.existingSecret }}{{- end -}}
+{{- define "moai.auditKeyKey" -}}{{ ternary .Values.moai.auditKey.existingSecretKey "audit-key" (ne .Values.moai.auditKey.existingSecret "") }}{{- end -}}
+{{/* The key holding the audit keys rotated out, or nothing when there are none. */}}
+{{- define "moai.auditPreviousKeysKey" -}}
+{{- if .Values.moai.auditKey.existingSecret -}}{{ .Values.moai.auditKey.existingSecretPreviousKeysKey }}{{- else if .Values.moai.auditKey.previousKeys -}}audit-previous-keys{{- end -}}
+{{- end -}}
+{{- define "moai.databaseSecret" -}}{{ default .chart .ctx.Values.database.existingSecret }}{{- end -}}
 {{- define "moai.databaseKey" -}}{{ ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret "") }}{{- end -}}
-{{- define "moai.redisSecret" -}}{{ default (include "moai.fullname" .) .Values.redis.existingSecret }}{{- end -}}
+{{/* The schema owner's URL, which only the migration Job reads. */}}
+{{- define "moai.databaseOwnerSecret" -}}{{ ternary .chart (default .chart .ctx.Values.database.ownerExistingSecret) .ctx.Values.postgresql.enabled }}{{- end -}}
+{{- define "moai.databaseOwnerKey" -}}{{ ternary .Values.database.ownerExistingSecretKey "database-owner-url" (and (not .Values.postgresql.enabled) (ne .Values.database.ownerExistingSecret "")) }}{{- end -}}
+{{- define "moai.redisSecret" -}}{{ default .chart .ctx.Values.redis.existingSecret }}{{- end -}}
 {{- define "moai.redisKey" -}}{{ ternary .Values.redis.existingSecretKey "redis-url" (ne .Values.redis.existingSecret "") }}{{- end -}}
+
+{{/*
+What the chart's own Secret holds (JSON): every key, password and URL the operator gave as a value
+rather than as a Secret of theirs. secret.yaml is it for the pods, secret-migrate.yaml for the
+migration Job.
+*/}}
+{{- define "moai.chartSecretData" -}}
+{{- $data := dict -}}
+{{- if not .Values.moai.secretKey.existingSecret -}}
+{{- $_ := set $data "secret-key" .Values.moai.secretKey.value -}}
+{{- end -}}
+{{- if not .Values.moai.auditKey.existingSecret -}}
+{{- $_ := set $data "audit-key" .Values.moai.auditKey.value -}}
+{{- with .Values.moai.auditKey.previousKeys -}}
+{{- $_ := set $data "audit-previous-keys" (join "," .) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $pg := .Values.postgresql -}}
+{{- $host := printf "postgresql.%s.svc:5432/%s" .Release.Namespace $pg.database -}}
+{{- $_ := set $data "postgres-password" $pg.password -}}
+{{- $_ := set $data "database-url" (printf "postgres://%s:%s@%s" $pg.serviceUsername $pg.servicePassword $host) -}}
+{{- $_ := set $data "database-owner-url" (printf "postgres://%s:%s@%s" $pg.username $pg.password $host) -}}
+{{- else -}}
+{{- if not .Values.database.existingSecret -}}
+{{- $_ := set $data "database-url" .Values.database.url -}}
+{{- end -}}
+{{- if not .Values.database.ownerExistingSecret -}}
+{{- $_ := set $data "database-owner-url" .Values.database.ownerUrl -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $_ := set $data "redis-password" .Values.redis.password -}}
+{{- $_ := set $data "redis-url" (printf "redis://:%s@redis.%s.svc:6379/0" .Values.redis.password .Release.Namespace) -}}
+{{- else if not .Values.redis.existingSecret -}}
+{{- $_ := set $data "redis-url" .Values.redis.url -}}
+{{- end -}}
+{{- toJson $data -}}
+{{- end -}}
 
 {{/* mTLS material: the server's key pair, the CA that client certificates must chain to, and an optional probe certificate. */}}
 {{- define "moai.tlsSecret" -}}{{ default (printf "%s-tls" (include "moai.fullname" .)) .Values.moai.tls.existingSecret }}{{- end -}}
@@ -131,12 +182,40 @@ Included by every Deployment, so `helm template`, `lint` and `install` all stop 
 {{- if not (or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret) -}}
 {{- fail "no Redis: set redis.url or redis.existingSecret, or redis.enabled=true" -}}
 {{- end -}}
+{{- include "moai.validateSecrets" . -}}
 {{- $share := include "moai.workerShareMiB" . | atoi -}}
 {{- if lt $share 2048 -}}
 {{- fail (printf "resources.limits.memory=%v shared by moai.workerPoolSize=%v pool processes leaves %d MiB each; the runbook's minimum is 2 GiB per worker: raise the limit or lower the pool size" .Values.resources.limits.memory .Values.moai.workerPoolSize $share) -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas=%v is above autoscaling.maxReplicas=%v" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every key and password comes from the operator: one the chart generated would change at every
+`helm template`, and a changed audit key or database password breaks what was made with the old one.
+*/}}
+{{- define "moai.validateSecrets" -}}
+{{- $why := "the chart generates no keys or passwords, because a generated one would differ at every render (helm template, Argo CD, Flux)" -}}
+{{- if not (or .Values.moai.secretKey.value .Values.moai.secretKey.existingSecret) -}}
+{{- fail (printf "moai.secretKey is not set: %s. Set moai.secretKey.value (e.g. --set moai.secretKey.value=$(openssl rand -hex 32)) or moai.secretKey.existingSecret, a Secret of yours with the key %s (docs/runbook.md, Quick Deploy)" $why .Values.moai.secretKey.existingSecretKey) -}}
+{{- end -}}
+{{- if not (or .Values.moai.auditKey.value .Values.moai.auditKey.existingSecret) -}}
+{{- fail (printf "moai.auditKey is not set: %s. Set moai.auditKey.value (e.g. --set moai.auditKey.value=$(openssl rand -hex 32)) or moai.auditKey.existingSecret, a Secret of yours with the key %s, and keep a copy of the key outside the cluster (docs/runbook.md, Quick Deploy)" $why .Values.moai.auditKey.existingSecretKey) -}}
+{{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if not (and .Values.postgresql.password .Values.postgresql.servicePassword) -}}
+{{- fail (printf "postgresql.password and postgresql.servicePassword must both be set for the bundled PostgreSQL: %s. E.g. --set postgresql.password=$(openssl rand -hex 24) --set postgresql.servicePassword=$(openssl rand -hex 24); keep them for upgrades" $why) -}}
+{{- end -}}
+{{- if eq .Values.postgresql.username .Values.postgresql.serviceUsername -}}
+{{- fail "postgresql.serviceUsername must differ from postgresql.username: the service must not connect as the schema's owner" -}}
+{{- end -}}
+{{- else if not (or .Values.database.ownerUrl .Values.database.ownerExistingSecret) -}}
+{{- fail "database.ownerUrl or database.ownerExistingSecret is not set: the migration Job connects as the schema's owner, the service as the role in database.url / database.existingSecret, which may add audit records but not change them (docs/runbook.md, Database roles)" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (not .Values.redis.password) -}}
+{{- fail (printf "redis.password must be set for the bundled Redis: %s. E.g. --set redis.password=$(openssl rand -hex 24)" $why) -}}
 {{- end -}}
 {{- end -}}
 
@@ -185,6 +264,12 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
   value: /run/secrets/moai/database-url
 - name: REDIS_URL_FILE
   value: /run/secrets/moai/redis-url
+- name: MOAI_AUDIT_KEY_FILE
+  value: /run/secrets/moai/audit-key
+{{- if include "moai.auditPreviousKeysKey" . }}
+- name: MOAI_AUDIT_PREVIOUS_KEYS_FILE
+  value: /run/secrets/moai/audit-previous-keys
+{{- end }}
 # The shared volume: blobs, uploads in progress, beat's schedule, worker status files.
 - name: MOAI_DATA_DIR
   value: /var/lib/moai
@@ -242,11 +327,18 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
 - name: data
   persistentVolumeClaim:
     claimName: {{ include "moai.dataClaimName" . }}
-{{ include "moai.scratchVolumes" . }}
+{{ include "moai.scratchVolumes" (dict "ctx" . "owner" false) }}
 {{- end -}}
 
-{{/* Everything but the data volume: the migration Job runs without it. */}}
+{{/*
+Everything but the data volume: the migration Job runs without it. (dict "ctx" $ "owner" true) is
+the migration Job's: its database-url is the schema owner's, and service-database-url the service's.
+*/}}
 {{- define "moai.scratchVolumes" -}}
+{{- $owner := .owner -}}
+{{- $ctx := .ctx -}}
+{{- $names := dict "ctx" .ctx "chart" (printf "%s%s" (include "moai.fullname" .ctx) (ternary "-migrate" "" $owner)) -}}
+{{- with .ctx -}}
 # Concrete links each circuit into a shared library under TMPDIR when it loads a model.
 - name: tmp
   emptyDir:
@@ -259,20 +351,46 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
     defaultMode: 0440
     sources:
       - secret:
-          name: {{ include "moai.secretKeySecret" . }}
+          name: {{ include "moai.secretKeySecret" $names }}
           items:
             - key: {{ include "moai.secretKeyKey" . }}
               path: secret-key
       - secret:
-          name: {{ include "moai.databaseSecret" . }}
+          name: {{ include "moai.auditKeySecret" $names }}
+          items:
+            - key: {{ include "moai.auditKeyKey" . }}
+              path: audit-key
+      {{- with include "moai.auditPreviousKeysKey" . }}
+      - secret:
+          name: {{ include "moai.auditKeySecret" $names }}
+          items:
+            - key: {{ . }}
+              path: audit-previous-keys
+      {{- end }}
+      {{- if $owner }}
+      - secret:
+          name: {{ include "moai.databaseOwnerSecret" $names }}
+          items:
+            - key: {{ include "moai.databaseOwnerKey" . }}
+              path: database-url
+      - secret:
+          name: {{ include "moai.databaseSecret" $names }}
+          items:
+            - key: {{ include "moai.databaseKey" . }}
+              path: service-database-url
+      {{- else }}
+      - secret:
+          name: {{ include "moai.databaseSecret" $names }}
           items:
             - key: {{ include "moai.databaseKey" . }}
               path: database-url
+      {{- end }}
       - secret:
-          name: {{ include "moai.redisSecret" . }}
+          name: {{ include "moai.redisSecret" $names }}
           items:
             - key: {{ include "moai.redisKey" . }}
               path: redis-url
+{{- end -}}
 {{- end -}}
 
 {{- define "moai.volumeMounts" -}}

@@ -1,0 +1,225 @@
+"""The audit log tried as an insider would: records deleted, a gap, the table replaced or emptied.
+
+Every test writes its records as the service does, one committed transaction each, so each
+write publishes its checkpoint; then it tampers with the table by SQL, as someone holding
+the database's credentials could, and runs ``verify_audit_log --checkpoints``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from inference import blobs
+from ops import audit, audit_checkpoints
+from ops.audit import Actor
+from ops.models import AuditRecord
+from ops.tasks import checkpoint_audit_log
+
+RECORDS = 16
+
+
+def verify(*flags: str) -> str:
+    out = io.StringIO()
+    call_command("verify_audit_log", *flags, stdout=out)
+    return out.getvalue()
+
+
+def delete_by_sql(where: str, *params: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {AuditRecord._meta.db_table} WHERE {where}", params)
+
+
+@pytest.fixture
+def history(db: None, django_capture_on_commit_callbacks: Any) -> list[AuditRecord]:
+    """Sixteen records, each written and committed on its own, as sixteen requests would."""
+    for i in range(RECORDS):
+        with django_capture_on_commit_callbacks(execute=True):
+            audit.record(Actor.client("alice", "10.0.0.1"), "session.created", "session", i)
+    return list(AuditRecord.objects.order_by("seq"))
+
+
+def test_records_are_numbered_one_by_one_and_every_write_is_checkpointed(history):
+    assert [r.seq for r in history] == list(range(1, RECORDS + 1))
+    assert [c.seq for c in audit_checkpoints.load_all()] == list(range(1, RECORDS + 1))
+    assert verify("--checkpoints") == (
+        f"audit log intact: {RECORDS} record(s), {RECORDS} checkpoint(s) agree (latest #{RECORDS} of "
+        f"{history[-1].at.isoformat()})\n"
+    )
+
+
+@pytest.mark.parametrize("deleted", [1, 3])
+def test_a_deleted_tail_is_found(history, deleted):
+    first_gone = RECORDS - deleted + 1
+    delete_by_sql("seq >= %s", first_gone)
+    # The shorter chain is still whole: only the checkpoints show what is missing.
+    assert verify() == f"audit log intact: {first_gone - 1} record(s)\n"
+    expected = (
+        rf"number {first_gone}: record #{first_gone} is missing: the table ends at #{first_gone - 1}, but checkpoint"
+    )
+    with pytest.raises(CommandError, match=rf"{expected} .*{RECORDS:020d}\.json"):
+        verify("--checkpoints")
+
+
+def test_a_deleted_tail_refilled_by_new_writes_is_found(history, django_capture_on_commit_callbacks, caplog):
+    delete_by_sql("seq >= %s", RECORDS - 1)
+    with caplog.at_level(logging.ERROR, logger="moai.audit"), django_capture_on_commit_callbacks(execute=True):
+        audit.record(Actor.system(), "session.expired", "session", "new")
+    # The new record took number 15 again: its checkpoint cannot replace the old one, and says so.
+    assert "audit record #15 disagrees with its checkpoint" in caplog.text
+    with pytest.raises(CommandError, match=r"sequence number 15: record #15 disagrees with checkpoint"):
+        verify("--checkpoints")
+
+
+def test_a_gap_in_the_middle_is_named(history):
+    delete_by_sql("seq = 7")
+    for flags in ([], ["--checkpoints"]):
+        with pytest.raises(CommandError, match=r"sequence number 7: record #7 is missing \(a record was deleted\)"):
+            verify(*flags)
+
+
+def _legacy_key() -> bytes:
+    from django.conf import settings
+
+    return hashlib.sha256(b"moai-audit:" + settings.SECRET_KEY.encode()).digest()
+
+
+def test_a_table_replaced_by_a_forgery_chained_with_secret_key_is_found(history):
+    """Whoever holds SECRET_KEY (every pod) could rebuild the whole chain before; not any more."""
+    forged, prev = [], audit.GENESIS
+    for original in history:
+        row = AuditRecord(
+            **{f.name: getattr(original, f.name) for f in AuditRecord._meta.fields if f.name != "id"},
+        )
+        row.actor = "nobody"  # the forger rewrites who did what
+        row.prev_digest = prev
+        payload = json.dumps(row.content(), sort_keys=True, separators=(",", ":"), default=str)
+        row.digest = prev = hmac.new(_legacy_key(), (row.prev_digest + payload).encode(), hashlib.sha256).hexdigest()
+        forged.append(row)
+    delete_by_sql("TRUE")
+    AuditRecord.objects.bulk_create(forged)
+    for flags in ([], ["--checkpoints"]):
+        with pytest.raises(CommandError, match=r"sequence number 1: record #1 "):
+            verify(*flags)
+
+
+def test_an_emptied_table_is_found_after_a_checkpoint(history):
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {AuditRecord._meta.db_table}")
+    assert verify() == "audit log intact: 0 record(s)\n"
+    expected = r"sequence number 1: record #1 is missing: the table ends at #0, but checkpoint"
+    with pytest.raises(CommandError, match=rf"{expected} .*{RECORDS:020d}\.json"):
+        verify("--checkpoints")
+
+
+def test_an_altered_or_unsigned_checkpoint_is_not_trusted(history):
+    name = audit_checkpoints.checkpoint_name(RECORDS)
+    body = json.loads(blobs.read_bytes(name))
+    blobs.delete(name)
+    blobs.save_bytes(name, json.dumps({**body, "seq": RECORDS - 1}).encode())
+    with pytest.raises(CommandError, match=r"checkpoint not genuine: .*does not match its signature"):
+        verify("--checkpoints")
+
+
+def test_records_without_any_checkpoint_are_not_called_intact(db):
+    audit.record(Actor.system(), "client.created", "client", "x")  # rolled back with the test: no checkpoint
+    with pytest.raises(CommandError, match="no audit checkpoints in blob storage"):
+        verify("--checkpoints")
+    assert checkpoint_audit_log() == 1  # beat's checkpoint covers it
+    assert "1 checkpoint(s) agree" in verify("--checkpoints")
+
+
+def test_a_rolled_back_write_leaves_no_gap(db):
+    audit.record(Actor.system(), "client.created", "client", "a")
+
+    def failing_change() -> None:
+        with transaction.atomic():
+            audit.record(Actor.system(), "client.created", "client", "b")
+            raise RuntimeError("the state change failed after its record was written")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
+    audit.record(Actor.system(), "client.created", "client", "c")
+    assert list(AuditRecord.objects.values_list("seq", "target_id")) == [(1, "a"), (2, "c")]
+    assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
+
+
+def test_bulk_writes_are_numbered_in_order(db):
+    audit.record(Actor.system(), "client.created", "client", "first")
+    entries = [audit.Entry(Actor.system(), "session.expired", "session", i) for i in range(5)]
+    written = audit.record_many(entries)
+    assert [r.seq for r in written] == [2, 3, 4, 5, 6]
+    assert list(AuditRecord.objects.order_by("seq").values_list("target_id", flat=True)) == ["first", *"01234"]
+    assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
+
+
+def test_old_records_verify_after_the_key_is_rotated(history, settings, django_capture_on_commit_callbacks):
+    old_key = settings.MOAI_AUDIT_KEY
+    settings.MOAI_AUDIT_KEY = "a-new-audit-key-after-rotation-0123456789abcdef"
+    settings.MOAI_AUDIT_PREVIOUS_KEYS = [old_key]
+    with django_capture_on_commit_callbacks(execute=True):
+        newest = audit.record(Actor.system(), "client.created", "client", "after-rotation")
+    assert newest.key_id != history[0].key_id
+    assert f"{RECORDS + 1} checkpoint(s) agree" in verify("--checkpoints")
+    # Without the old key the first record it signed is named.
+    settings.MOAI_AUDIT_PREVIOUS_KEYS = []
+    with pytest.raises(CommandError, match=r"sequence number 1: record #1 is signed with an unknown audit key"):
+        verify()
+
+
+def test_the_head_gauge_reads_the_table(history):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ops.metrics import SharedStateCollector
+
+    def head() -> float:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SharedStateCollector())
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("moai_audit_head_sequence "):
+                return float(line.split()[1])
+        raise AssertionError("moai_audit_head_sequence is not exported")
+
+    assert head() == RECORDS
+    delete_by_sql("seq > 10")
+    assert head() == 10
+
+
+def test_concurrent_writers_leave_no_gap_and_one_chain(transactional_db):
+    """Eight writers at once, every third write rolled back, as gunicorn threads would write."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(slot: int) -> None:
+        try:
+            for i in range(12):
+                try:
+                    with transaction.atomic():
+                        audit.record(Actor.system(f"writer-{slot}"), "client.created", "client", f"{slot}-{i}")
+                        if i % 3 == 2:
+                            raise LookupError("rolled back")
+                except LookupError:
+                    pass
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(slot,)) for slot in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(AuditRecord.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 8 * 8 + 1))
+    assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
