@@ -33,6 +33,7 @@ def run_load(url: str, api_keys: list[str], samples: Path, key_root: Path, secon
     tally = {"accepted": 0, "completed": 0, "failed": 0, "rate_limited": 0, "wrong": 0, "sessions": 0}
     latencies: list[float] = []
     accepted_ids: list[str] = []
+    errors: list[str] = []
     stop_at = time.monotonic() + seconds
 
     def client_loop(index: int) -> None:
@@ -67,6 +68,10 @@ def run_load(url: str, api_keys: list[str], samples: Path, key_root: Path, secon
                 with lock:
                     tally["rate_limited"] += 1
                 time.sleep(float(exc.details.get("retry_after", 0.5) or 0.5))
+            except Exception as exc:  # counted and shown, not lost with a dead thread
+                with lock:
+                    errors.append(f"client {index}: {exc!r}"[:300])
+                time.sleep(0.5)
             done += 1
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(len(api_keys))]
@@ -77,9 +82,11 @@ def run_load(url: str, api_keys: list[str], samples: Path, key_root: Path, secon
         thread.join(seconds + DRAIN_SECONDS + 120)
     elapsed = time.monotonic() - started
     tally["lost"] = _lost(url, api_keys, accepted_ids)
+    tally["errors"] = len(errors)
     ordered = sorted(latencies)
     return {
         **tally,
+        "error_samples": errors[:5],
         "clients": len(api_keys),
         "seconds": round(elapsed, 1),
         "jobs_per_s": tally["completed"] / elapsed,

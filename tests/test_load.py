@@ -17,6 +17,7 @@ def test_short_load_loses_and_corrupts_nothing(stack, make_tenant, logreg, bundl
     np.savez(samples, **bundles["breast-cancer-logreg"].samples)
     result = run_load(stack.url, keys, samples, tmp_path / "keys", seconds=6)
     assert result["accepted"] > 0
+    assert result["errors"] == 0, result["error_samples"]
     assert result["completed"] == result["accepted"] - result["failed"]
     assert (result["lost"], result["wrong"], result["failed"]) == (0, 0, 0)
     assert result["sessions"] >= 4
