@@ -363,8 +363,8 @@ def test_when_every_checker_is_busy_the_answer_is_503_at_once(alice, tree, bundl
 # --- the small ones ----------------------------------------------------------------------------
 
 
-# Superscript two, Arabic-Indic three, fullwidth one: str.isdigit says yes to each.
-@pytest.mark.parametrize("index", ["\u00b2", "\u0663", "\uff11", "+0", " 0", "0x0", "1_0"])
+# Superscript two, Arabic-Indic zero, fullwidth zero: str.isdigit says yes to each, int() to the last two.
+@pytest.mark.parametrize("index", ["\u00b2", "\u0660", "\uff10", "+0", " 0", "0x0", "1_0"])
 def test_index_accepts_ascii_digits_only(
     alice, logreg, open_session, bundles, index, django_capture_on_commit_callbacks
 ):
