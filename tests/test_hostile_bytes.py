@@ -200,10 +200,11 @@ def test_lying_key_sets_cost_the_liar_only(stack, make_tenant, tree, bundles):
     header_lies, crashes = answers[:-2], answers[-2:]
     assert max(seconds for *_, seconds in header_lies) < 1.0, header_lies
     # A crash costs a fork, the runtime's abort and its stack dump: bounded, and the liar's alone.
-    assert max(seconds for *_, seconds in crashes) < 5.0, crashes
+    assert max(seconds for *_, seconds in crashes) < 10.0, crashes
     print(f"valid upload alone: {normal:.3f} s; during the attack: {[round(t, 3) for t in victim_times]}")
     print(f"the liar's answers: {[round(t, 3) for *_, t in answers]}")
-    assert max(victim_times) < 3 * normal + 0.5, (normal, victim_times)
+    # The old single helper made it 16-30 s; here only CPU is shared (2 cores, and other load).
+    assert max(victim_times) < 3 * normal + 1.0, (normal, victim_times)
     bounds.assert_held()
     assert not KeySession.objects.filter(client=liar.client).exists()
 
