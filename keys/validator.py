@@ -19,6 +19,7 @@ This module imports no Django: the forked processes need only ``concrete.fhe``.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -72,6 +73,8 @@ def _limit_self(memory_bytes: int, seconds: float) -> None:
 def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: float, answer: Connection) -> None:
     from concrete import fhe  # already imported by the forkserver: free here
 
+    # A group of its own: whatever the runtime spawns (addr2line for a stack trace) is killed with it.
+    os.setsid()
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(err, 2)
     os.dup2(err, 1)
@@ -88,6 +91,14 @@ def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: flo
         answer.send(str(exc)[:300])
     # Tearing down an interpreter that imported the runtime (torch) takes longer than the check.
     os._exit(0)
+
+
+def _kill_group(pid: int | None) -> None:
+    """Kill a check's process and anything it started (it leads a process group of its own)."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
+        os.killpg(pid, signal.SIGKILL)
 
 
 def summarise(stderr_path: Path) -> tuple[int, str]:
@@ -140,9 +151,8 @@ class KeyChecker:
         finally:
             receive.close()
             process.join(1)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
+            _kill_group(process.pid)
+            process.join(5)
         lines, first = summarise(stderr_path)
         stderr_path.unlink(missing_ok=True)
         verdict = Verdict(problem, lines, first, process.pid, process.exitcode)
@@ -152,7 +162,7 @@ class KeyChecker:
     @staticmethod
     def _answer(receive: Connection, process: multiprocessing.process.BaseProcess, seconds: float) -> str | None:
         if not receive.poll(seconds):
-            process.kill()
+            _kill_group(process.pid)
             return f"deserializing took longer than {seconds:g} s"
         try:
             answer: str | None = receive.recv()
