@@ -93,12 +93,14 @@ def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: flo
     os._exit(0)
 
 
-def _kill_group(pid: int | None) -> None:
+def _kill(process: multiprocessing.process.BaseProcess) -> None:
     """Kill a check's process and anything it started (it leads a process group of its own)."""
-    if pid is None:
+    if process.pid is None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.is_alive():  # killed before it had made its group
+        process.kill()
 
 
 def summarise(stderr_path: Path) -> tuple[int, str]:
@@ -151,7 +153,7 @@ class KeyChecker:
         finally:
             receive.close()
             process.join(1)
-            _kill_group(process.pid)
+            _kill(process)
             process.join(5)
         lines, first = summarise(stderr_path)
         stderr_path.unlink(missing_ok=True)
@@ -162,7 +164,7 @@ class KeyChecker:
     @staticmethod
     def _answer(receive: Connection, process: multiprocessing.process.BaseProcess, seconds: float) -> str | None:
         if not receive.poll(seconds):
-            _kill_group(process.pid)
+            _kill(process)
             return f"deserializing took longer than {seconds:g} s"
         try:
             answer: str | None = receive.recv()
