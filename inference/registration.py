@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.tempdirs import tempfiles_in
+
 # Keys that carry bootstrapping or key-switching material are megabytes and random;
 # only tiny ones are worth a second keygen to see whether they are always the same.
 SMALL_KEYS_BYTES = 4096
@@ -63,8 +65,10 @@ def measure_bundle(folder: Path) -> BundleFacts:
     from concrete.ml.deployment import FHEModelClient, FHEModelServer
 
     try:
-        server = FHEModelServer(str(folder))
-        with tempfile.TemporaryDirectory(prefix="moai-keygen-") as key_dir:
+        # Loading the server leaves folders of the runtime's own behind (ops.tempdirs): in this one.
+        with tempfile.TemporaryDirectory(prefix="moai-measure-") as scratch, tempfiles_in(Path(scratch)):
+            server = FHEModelServer(str(folder))
+            key_dir = tempfile.mkdtemp(prefix="moai-keygen-")
             client = FHEModelClient(str(folder), key_dir=key_dir)
             n_features = _input_features(client.client.specs.program_info.serialize())
             client.generate_private_and_evaluation_keys()

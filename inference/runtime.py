@@ -17,6 +17,8 @@ import ctypes
 import hashlib
 import logging
 import os
+import shutil
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ from django.conf import settings
 
 from inference import blobs
 from ops import metrics
+from ops.tempdirs import tempfiles_in
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion
@@ -41,10 +44,17 @@ class CircuitInputError(ValueError):
 
 
 class LoadedModel:
-    def __init__(self, server_zip: Path) -> None:
+    def __init__(self, server_zip: Path, folder: Path) -> None:
         from concrete import fhe
 
-        self.server = fhe.Server.load(server_zip)
+        # The runtime's own folders (the unpacked zip, the compiled library) go in
+        # ``folder``, removed by close(); the library must stay until then.
+        self.folder = folder
+        with tempfiles_in(folder):
+            self.server = fhe.Server.load(server_zip)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(self, ciphertext: bytes, keys: Any) -> bytes:
         from concrete import fhe
@@ -72,12 +82,16 @@ class ModelCache:
         with self._lock:
             loaded = self._models.get(model_version.pk)
             if loaded is None:
-                loaded = LoadedModel(self._local_copy(model_version))
+                folder = load_folders() / f"{socket.gethostname()}_{os.getpid()}_{model_version.pk}"
+                shutil.rmtree(folder, ignore_errors=True)  # left by an earlier process of the same pid
+                loaded = LoadedModel(self._local_copy(model_version), folder)
                 self._models[model_version.pk] = loaded
             return loaded
 
     def clear(self) -> None:
         with self._lock:
+            for loaded in self._models.values():
+                loaded.close()
             self._models.clear()
 
     @staticmethod
@@ -93,6 +107,32 @@ class ModelCache:
             partial.write_bytes(data)
             partial.replace(target)
         return target
+
+
+def load_folders() -> Path:
+    return Path(settings.MOAI_DATA_DIR) / "model-loads"
+
+
+def sweep_load_folders() -> list[Path]:
+    """Remove the load folders of this host's processes that have died (killed, or aborted by a circuit)."""
+    removed = []
+    # Host names have no "_"; another host's folders (a shared data volume) are never touched.
+    for folder in load_folders().glob(f"{socket.gethostname()}_*_*"):
+        pid = folder.name.split("_")[1]
+        if pid.isascii() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class KeyCache:

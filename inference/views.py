@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference import notify, services, uploads
-from inference.ciphertexts import check_inputs
+from inference.ciphertexts import body_limit, check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
 from inference.serializers import BatchIn, JobOut, ModelOut
@@ -97,12 +97,13 @@ class JobSubmitView(APIView):
     )
     def post(self, request: Request, context_id: str) -> Response:
         session = active_session_or_error(request, context_id)
-        cap = settings.MOAI_MAX_CIPHERTEXT_BYTES
         key = request.headers.get("Idempotency-Key") or None
         if key is not None and len(key) > 200:
             raise ApiError(400, "invalid_request", "Idempotency-Key is longer than 200 characters.")
-        with uploads.spooled_inputs(request._request, "inputs", cap) as paths:
-            check_inputs(paths, session.model_version, settings.MOAI_MAX_BATCH_INPUTS)
+        max_inputs = settings.MOAI_MAX_BATCH_INPUTS
+        limit = body_limit(request._request, session.model_version, max_inputs, settings.MOAI_MAX_CIPHERTEXT_BYTES)
+        with uploads.spooled_inputs(request._request, "inputs", limit) as paths:
+            check_inputs(paths, session.model_version, max_inputs)
             try:
                 job, _created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
             except SessionEndedError:
@@ -208,7 +209,8 @@ def _wait_seconds(request: Request) -> float:
 
 def _index(request: Request, job: Job) -> int:
     raw = request.query_params.get("index", "0")
-    if not raw.isdigit() or int(raw) >= job.input_count:
+    # str.isdigit also accepts digits int() refuses ("²"): ASCII digits only, and few of them.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or int(raw) >= job.input_count:
         raise ApiError(
             400, "invalid_index", f"index must be an integer from 0 to {job.input_count - 1}.", inputs=job.input_count
         )

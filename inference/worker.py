@@ -94,6 +94,7 @@ def _janitor() -> None:
 @worker_process_init.connect
 def _start_janitor(**_: Any) -> None:
     _stop.clear()
+    runtime.sweep_load_folders()
     metrics.WORKER_PROCESSES.set(1)
     threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()
 
@@ -114,21 +115,11 @@ class _HostMetrics(Collector):
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         for path in folder.glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[-1])
-            if not _alive(pid):
+            if not runtime.process_alive(pid):
                 multiprocess.mark_process_dead(pid, str(folder))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, str(folder))
         yield from registry.collect()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _heartbeats() -> None:
@@ -177,3 +168,4 @@ def _serve_metrics(**_: Any) -> None:
 def _stop_janitor(**_: Any) -> None:
     _stop.set()
     status_path().unlink(missing_ok=True)
+    runtime.models.clear()  # removes the folders of the loaded models

@@ -2,18 +2,36 @@
 
 Keys made for another model can abort the Concrete runtime (a Rust panic, not an
 exception; DESIGN.md), so keys are accepted only when their size is exactly the
-one recorded for the model at registration and they deserialize as Concrete
-evaluation keys. Neither check needs, nor could use, a secret key.
+one recorded for the model at registration, their Cap'n Proto framing adds up
+(checked in Python, ops.streams), and they deserialize as Concrete evaluation keys
+in a checker process under memory and time limits (keys.validator). None of the
+checks needs, nor could use, a secret key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 
-from keys.validator import validator
+from keys.validator import CheckerBusy, KeyChecker
+from ops.streams import file_framing_problem
+
+__all__ = [
+    "CheckerBusy",
+    "KeyCheckError",
+    "check_declared_size",
+    "check_evaluation_keys",
+    "checker",
+    "chunk_fingerprints",
+    "shared_share",
+]
+
+logger = logging.getLogger(__name__)
+checker = KeyChecker(settings.MOAI_KEY_CHECKS)
 
 # Near-duplicates of revoked keys: a key set is fingerprinted per fixed-size chunk, and one
 # sharing at least NEAR_DUPLICATE_SHARE of its chunks, in place, with a revoked set of the
@@ -31,8 +49,8 @@ class KeyCheckError(ValueError):
         self.details = details
 
 
-def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
-    actual = path.stat().st_size
+def check_declared_size(actual: int, expected_bytes: int) -> None:
+    """Refuse keys of the wrong size: from the declared Content-Length before reading, or the file after."""
     if actual == 0:
         raise KeyCheckError("invalid_evaluation_keys", "The body is empty; send the serialized evaluation keys.")
     if actual != expected_bytes:
@@ -42,8 +60,29 @@ def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
             expected_bytes=expected_bytes,
             actual_bytes=actual,
         )
-    problem = validator.check(path)
+
+
+def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
+    """Raises :class:`KeyCheckError` unless the file holds this model's evaluation keys, and
+    :class:`CheckerBusy` when every checker slot of this process stayed taken."""
+    check_declared_size(path.stat().st_size, expected_bytes)
+    problem = file_framing_problem(path)
     if problem is not None:
+        message = f"The body is not serialized Concrete evaluation keys: {problem}."
+        raise KeyCheckError("invalid_evaluation_keys", message)
+    memory = settings.MOAI_KEY_CHECK_MEMORY_FACTOR * expected_bytes + settings.MOAI_KEY_CHECK_BASE_MB * 1024 * 1024
+    verdict = checker.check(path, memory, settings.MOAI_KEY_CHECK_SECONDS)
+    if verdict.problem is not None or verdict.stderr_lines:
+        # One line whatever the runtime printed: hostile bytes must not flood the logs.
+        logger.warning(
+            "evaluation key check",
+            extra={
+                "problem": verdict.problem,
+                "stderr_lines": verdict.stderr_lines,
+                "stderr_first": verdict.stderr_first,
+            },
+        )
+    if verdict.problem is not None:
         raise KeyCheckError("invalid_evaluation_keys", "The body is not serialized Concrete evaluation keys.")
 
 

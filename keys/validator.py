@@ -1,87 +1,181 @@
-"""Deserializing uploaded evaluation keys in a helper process, not in the web process.
+"""Deserializing uploaded evaluation keys in a process of its own, under limits.
 
-Proving that an upload is Concrete evaluation keys means deserializing it once,
-which takes memory of the order of the keys (hundreds of MB for large models). Doing
-that in a long-lived helper process, one per web process and one upload at a time,
-keeps the web process's memory flat whatever the key size, and a runtime abort on
-hostile bytes kills only the helper, which is started again.
+Proving that an upload is Concrete evaluation keys means deserializing it once with
+the native runtime, which trusts what it reads: hostile bytes of a well-formed
+stream can still make it abort (a Rust panic) or allocate. So each check runs in a
+fresh process forked from a server that has already imported ``concrete.fhe``
+(multiprocessing's forkserver: a fork costs milliseconds, the import seconds), and
+that process gets an address-space limit (``RLIMIT_AS``), a CPU-time limit, no core
+dumps, and a size cap on its stderr, which goes to a file that is summarised (a line
+count and the first line), never copied into the logs. A check that crashes, hits a
+limit or runs out of time answers "not keys" for its upload and costs nothing else.
 
-This module imports no Django: the helper process needs only ``concrete.fhe``.
+Checks of different uploads run side by side, at most ``slots`` at a time per web
+process; past that a caller waits briefly, then gets :class:`CheckerBusy` (the view
+answers 503 with Retry-After) rather than queueing without bound.
+
+This module imports no Django: the forked processes need only ``concrete.fhe``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import resource
+import signal
 import threading
+from collections import deque
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-TIMEOUT_SECONDS = 120.0
+# Enough for the runtime's messages and a stack trace or two; a flood stops here.
+STDERR_CAP_BYTES = 64 * 1024
+# How long an upload waits for a free slot before the answer is "busy, retry".
+SLOT_WAIT_SECONDS = 2.0
 
 
-def _serve(connection: Connection) -> None:
-    from concrete import fhe  # imported once per helper, not per upload
+@dataclass(frozen=True)
+class Verdict:
+    """What one check found: ``problem`` is None when the bytes deserialize as keys."""
 
-    while True:
+    problem: str | None
+    stderr_lines: int
+    stderr_first: str
+    pid: int | None
+    exit_code: int | None  # negative: the signal that ended the process (-6: an abort)
+
+
+class CheckerBusy(Exception):
+    """Every check slot of this process stayed taken for ``SLOT_WAIT_SECONDS``."""
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _limit_self(memory_bytes: int, seconds: float) -> None:
+    """In the forked process: its own budget on top of what it already maps (the runtime's libraries)."""
+    resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + memory_bytes,) * 2)
+    cpu = int(seconds) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Writes past the cap fail (EFBIG) instead of killing the process with SIGXFSZ.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (STDERR_CAP_BYTES, STDERR_CAP_BYTES))
+
+
+def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: float, answer: Connection) -> None:
+    from concrete import fhe  # already imported by the forkserver: free here
+
+    # A group of its own: whatever the runtime spawns (addr2line for a stack trace) is killed with it.
+    os.setsid()
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(err, 2)
+    os.dup2(err, 1)
+    os.close(err)
+    _limit_self(memory_bytes, seconds)
+    # An abort's stack dump is symbolized by spawning a symbolizer: 0.7 s instead of 0.15 s.
+    os.environ["LLVM_DISABLE_SYMBOLIZATION"] = "1"
+    try:
+        fhe.EvaluationKeys.deserialize(Path(path).read_bytes())
+        answer.send(None)
+    except MemoryError:
+        answer.send("deserializing needed more memory than keys of this size may take")
+    except Exception as exc:  # the runtime raises RuntimeError; any failure means "not keys"
+        answer.send(str(exc)[:300])
+    # Tearing down an interpreter that imported the runtime (torch) takes longer than the check.
+    os._exit(0)
+
+
+def _kill(process: multiprocessing.process.BaseProcess) -> None:
+    """Kill a check's process and anything it started (it leads a process group of its own)."""
+    if process.pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.is_alive():  # killed before it had made its group
+        process.kill()
+
+
+def summarise(stderr_path: Path) -> tuple[int, str]:
+    """Line count and first line of a capped stderr file."""
+    try:
+        data = stderr_path.read_bytes()[:STDERR_CAP_BYTES]
+    except FileNotFoundError:
+        return 0, ""
+    lines = data.splitlines()
+    first = lines[0].decode(errors="replace")[:200] if lines else ""
+    return len(lines), first
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["concrete.fhe", __name__])
+    return context
+
+
+class KeyChecker:
+    """Runs each key check in a process of its own, ``slots`` at a time."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        # The last few verdicts, for operators and tests (which process, how it ended).
+        self.recent: deque[Verdict] = deque(maxlen=16)
+
+    def check(self, path: Path, memory_bytes: int, seconds: float) -> Verdict:
+        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            raise CheckerBusy
         try:
-            path = connection.recv()
-        except EOFError:
-            return
+            return self._run(path, memory_bytes, seconds)
+        finally:
+            self._slots.release()
+
+    def _run(self, path: Path, memory_bytes: int, seconds: float) -> Verdict:
+        stderr_path = path.with_name(path.name + ".stderr")
+        context = _context()
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_check_in_child,
+            args=(str(path), str(stderr_path), memory_bytes, seconds, send),
+            name="moai-key-check",
+            daemon=True,
+        )
         try:
-            fhe.EvaluationKeys.deserialize(Path(path).read_bytes())
-            connection.send(None)
-        except Exception as exc:  # the runtime raises RuntimeError; any failure means "not keys"
-            connection.send(str(exc)[:300])
+            process.start()
+            send.close()
+            problem = self._answer(receive, process, seconds)
+        finally:
+            receive.close()
+            process.join(1)
+            _kill(process)
+            process.join(5)
+        lines, first = summarise(stderr_path)
+        stderr_path.unlink(missing_ok=True)
+        verdict = Verdict(problem, lines, first, process.pid, process.exitcode)
+        self.recent.append(verdict)
+        return verdict
 
+    @staticmethod
+    def _answer(receive: Connection, process: multiprocessing.process.BaseProcess, seconds: float) -> str | None:
+        if not receive.poll(seconds):
+            _kill(process)
+            return f"deserializing took longer than {seconds:g} s"
+        try:
+            answer: str | None = receive.recv()
+            return answer
+        except (EOFError, OSError):
+            process.join(5)
+            return f"the deserializer crashed (exit code {process.exitcode})"
 
-class KeyValidator:
-    """A helper process that answers "are the bytes in this file evaluation keys?"."""
+    def warm_up(self) -> None:
+        """Start this process's forkserver now, so the first upload does not pay for the import."""
+        from multiprocessing import forkserver
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._connection: Connection | None = None
-
-    def _start(self) -> Connection:
-        # "spawn": a fresh interpreter, so no OpenMP or database state is copied from the web process.
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), name="moai-key-validator", daemon=True)
-        self._process.start()
-        child.close()
-        self._connection = parent
-        return parent
-
-    def _stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.join(5)
-        self._process = self._connection = None
-
-    def check(self, path: Path) -> str | None:
-        """None when the file deserializes as evaluation keys, else why not."""
-        with self._lock:
-            # A helper that died since the last upload (killed, out of memory) gets one
-            # fresh start; bytes that kill a fresh helper too are not usable keys.
-            for _attempt in range(2):
-                connection = self._connection
-                if connection is None or self._process is None or not self._process.is_alive():
-                    self._stop()
-                    connection = self._start()
-                try:
-                    connection.send(str(path))
-                    if not connection.poll(TIMEOUT_SECONDS):
-                        self._stop()
-                        return "deserializing took too long"
-                    answer: str | None = connection.recv()
-                    return answer
-                except (EOFError, OSError):
-                    self._stop()
-            return "the keys crashed the deserializer"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-
-validator = KeyValidator()
+        _context()
+        forkserver.ensure_running()

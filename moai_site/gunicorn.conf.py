@@ -105,3 +105,11 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    # Each web process checks uploaded keys in processes forked from its own forkserver,
+    # which imports the FHE runtime (seconds): start it now rather than on the first upload.
+    from keys.evaluation_keys import checker
+
+    checker.warm_up()

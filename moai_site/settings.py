@@ -45,6 +45,15 @@ MOAI_WORKER_POOL_SIZE = env_int("MOAI_WORKER_POOL_SIZE", os.cpu_count() or 1, mi
 MOAI_WORKER_METRICS_PORT = env_int("MOAI_WORKER_METRICS_PORT", 9808, minimum=0)
 MOAI_MAX_KEY_BYTES = env_int("MOAI_MAX_KEY_BYTES", 512 * 1024 * 1024, minimum=1)
 MOAI_MAX_CIPHERTEXT_BYTES = env_int("MOAI_MAX_CIPHERTEXT_BYTES", 16 * 1024 * 1024, minimum=1)
+# Uploaded evaluation keys are deserialized once, each upload in a process of its own
+# (keys.validator): at most MOAI_KEY_CHECKS at a time per web process, each for at most
+# MOAI_KEY_CHECK_SECONDS and with an address space of MOAI_KEY_CHECK_MEMORY_FACTOR times
+# the model's key size plus MOAI_KEY_CHECK_BASE_MB over what the runtime's libraries map.
+# Deserializing 34 MB of keys adds about 70 MB (the bytes read and the object built).
+MOAI_KEY_CHECKS = env_int("MOAI_KEY_CHECKS", 2, minimum=1)
+MOAI_KEY_CHECK_SECONDS = env_float("MOAI_KEY_CHECK_SECONDS", 30.0, minimum=1.0)
+MOAI_KEY_CHECK_MEMORY_FACTOR = env_int("MOAI_KEY_CHECK_MEMORY_FACTOR", 4, minimum=1)
+MOAI_KEY_CHECK_BASE_MB = env_int("MOAI_KEY_CHECK_BASE_MB", 256, minimum=16)
 # A warm key object holds about 8x its serialized size (DESIGN.md), so the cache
 # is bounded by that estimate, not by the bytes on disk.
 MOAI_KEY_CACHE_BYTES = env_int("MOAI_KEY_CACHE_BYTES", 4 * 1024 * 1024 * 1024, minimum=0)

@@ -19,7 +19,7 @@ from inference import blobs
 from inference import services as job_services
 from inference.models import ModelVersion
 from inference.uploads import Spooled
-from keys.evaluation_keys import KeyCheckError, check_evaluation_keys, chunk_fingerprints
+from keys.evaluation_keys import KeyCheckError, check_declared_size, check_evaluation_keys, chunk_fingerprints
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
 from ops import audit
@@ -38,11 +38,24 @@ class SessionLimitError(Exception):
         self.retry_after = retry_after
 
 
+def admit_upload(client: ApiClient, model_version: ModelVersion, declared_bytes: int, actor: Actor) -> None:
+    """Before a key upload's body is read: refuse it over the per-client session cap
+    (:class:`SessionLimitError`) or when its declared length is not the model's key
+    size (:class:`KeyCheckError`, audited), so that nothing is read or written for it."""
+    _check_session_cap(client)
+    try:
+        check_declared_size(declared_bytes, model_version.evaluation_keys_bytes)
+    except KeyCheckError as exc:
+        _audit_refusal(actor, model_version, exc, declared_bytes)
+        raise
+
+
 def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled, actor: Actor) -> KeySession:
     """Check uploaded evaluation keys and open a session holding them.
 
     Raises :class:`KeyCheckError` for keys that are not this model's evaluation keys
-    (audited, nothing stored) and :class:`SessionLimitError` over the per-client cap.
+    (audited, nothing stored), :class:`SessionLimitError` over the per-client cap and
+    ``CheckerBusy`` when no key checker is free (not audited: nothing was decided).
     """
     _check_session_cap(client)
     try:
@@ -55,15 +68,7 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
                 revoked=1,
             )
     except KeyCheckError as exc:
-        audit.record(
-            actor,
-            "session.refused",
-            "model",
-            f"{model_version.name}:v{model_version.version}",
-            str(exc),
-            error_code=exc.code,
-            bytes=upload.size,
-        )
+        _audit_refusal(actor, model_version, exc, upload.size)
         raise
     now = timezone.now()
     session = KeySession(
@@ -92,6 +97,18 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
         raise
     logger.info("session opened", extra={"context_id": str(session.id), "client": client.name})
     return session
+
+
+def _audit_refusal(actor: Actor, model_version: ModelVersion, exc: KeyCheckError, size: int) -> None:
+    audit.record(
+        actor,
+        "session.refused",
+        "model",
+        f"{model_version.name}:v{model_version.version}",
+        str(exc),
+        error_code=exc.code,
+        bytes=size,
+    )
 
 
 def _check_session_cap(client: ApiClient) -> None:

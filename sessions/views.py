@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +15,7 @@ from rest_framework.views import APIView
 
 from inference import uploads
 from inference.services import newest_active
-from keys.evaluation_keys import KeyCheckError
+from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
 from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
@@ -53,17 +55,31 @@ class SessionCreateView(APIView):
             raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
         client = request.user
         assert isinstance(client, ApiClient)
-        with uploads.spooled_body(request._request, settings.MOAI_MAX_KEY_BYTES) as upload:
-            try:
-                session = services.open_session(client, model, upload, client_actor(request))
-            except KeyCheckError as exc:
-                raise ApiError(400, exc.code, str(exc), **exc.details) from None
-            except services.SessionLimitError as exc:
-                error = ApiError(429, "rate_limited", f"{exc}; end one or wait for one to expire.", limit=exc.limit)
-                error.retry_after = exc.retry_after
-                raise error from None
+        actor = client_actor(request)
+        with _key_check_errors():
+            # Refused here, a body is never read: nothing is spooled for keys of the wrong size.
+            declared = uploads.declared_length(request._request, settings.MOAI_MAX_KEY_BYTES)
+            services.admit_upload(client, model, declared, actor)
+            with uploads.spooled_body(request._request, model.evaluation_keys_bytes) as upload:
+                session = services.open_session(client, model, upload, actor)
         body = session_json(session)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
+
+
+@contextlib.contextmanager
+def _key_check_errors() -> Iterator[None]:
+    try:
+        yield
+    except KeyCheckError as exc:
+        raise ApiError(400, exc.code, str(exc), **exc.details) from None
+    except services.SessionLimitError as exc:
+        error = ApiError(429, "rate_limited", f"{exc}; end one or wait for one to expire.", limit=exc.limit)
+        error.retry_after = exc.retry_after
+        raise error from None
+    except CheckerBusy:
+        error = ApiError(503, "server_busy", "Every evaluation-key checker is busy; retry shortly.")
+        error.retry_after = 2
+        raise error from None
 
 
 class SessionDetailView(APIView):

@@ -121,17 +121,20 @@ def test_expired_session_refuses_jobs_before_any_sweep(alice, logreg, open_sessi
     assert alice.http.get(f"/api/v1/sessions/{context_id}").json()["status"] == "expired"
 
 
-def test_keys_are_deserialized_in_a_helper_process_that_comes_back_after_a_crash(alice, logreg, open_session):
-    import signal
+def test_keys_are_deserialized_in_a_process_of_their_own_and_a_crash_costs_one_upload(alice, tree, bundles):
+    import struct
 
-    from keys.validator import validator
+    from keys.evaluation_keys import checker
 
-    open_session(alice, logreg)
-    helper = validator.pid
-    assert helper is not None
-    assert helper != os.getpid()
-    open_session(alice, logreg)
-    assert validator.pid == helper  # one long-lived helper, not one per upload
-    os.kill(helper, signal.SIGKILL)  # what a runtime abort on hostile bytes looks like
-    open_session(alice, logreg)
-    assert validator.pid not in (None, helper)
+    keys = bundles["iris-tree"].evaluation_keys
+    # Well framed, right size, and it makes the runtime abort (SIGABRT) while deserializing.
+    aborting = bytearray(keys)
+    struct.pack_into("<Q", aborting, 96, 2**64 - 1)
+    response = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", bytes(aborting))
+    assert (response.status_code, error_code(response)) == (400, "invalid_evaluation_keys")
+    crashed = checker.recent[-1]
+    assert crashed.exit_code == -6  # the abort ended the checker process, not this one
+    assert post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", keys).status_code == 201
+    fine = checker.recent[-1]
+    assert (fine.problem, fine.exit_code) == (None, 0)
+    assert len({crashed.pid, fine.pid, os.getpid()}) == 3  # one process per check
