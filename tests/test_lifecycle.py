@@ -187,6 +187,24 @@ def test_job_submission_is_rate_limited_per_client(alice, mallory, logreg, open_
     assert submit(mallory, mallorys, ciphertext).status_code == 202  # another client has its own budget
 
 
+def test_every_endpoint_is_rate_limited_per_client(alice, mallory, logreg, open_session, bundles, monkeypatch):
+    monkeypatch.setattr(ClientRateThrottle, "THROTTLE_RATES", {"requests": "6/min", "sessions": "100/min"})
+    context_id = open_session(alice, logreg)  # 1 of alice's 6 calls
+    job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]  # 2
+    calls = [
+        lambda: alice.http.get("/api/v1/models"),
+        lambda: alice.http.get(f"/api/v1/models/{LOGREG}"),
+        lambda: alice.http.get(f"/api/v1/sessions/{context_id}"),
+        lambda: alice.http.get(f"/api/v1/jobs/{job_id}"),
+    ]
+    assert [call().status_code for call in calls] == [200, 200, 200, 200]
+    for call in [*calls, lambda: alice.http.get(f"/api/v1/jobs/{job_id}/result")]:
+        limited = call()
+        assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
+        assert int(limited["Retry-After"]) > 0
+    assert mallory.http.get("/api/v1/models").status_code == 200  # another client has its own budget
+
+
 def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bundles, settings):
     settings.MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = 2
     first = open_session(alice, logreg)
