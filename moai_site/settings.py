@@ -83,6 +83,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that everything after it (audit records, admin lockouts) sees the client's address.
+    "ops.security.ProxyAddressMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "ops.security.ContentSecurityPolicyMiddleware",
@@ -187,6 +189,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # HTTPS hardening, on where the service is reached over TLS (gunicorn's own, or a proxy
 # that sets X-Forwarded-Proto). Probes and metrics stay reachable over plain HTTP. On by
 # itself whenever gunicorn serves TLS (MOAI_TLS_CERT); the chart sets it with TLS on.
+# gunicorn listens on loopback behind the service's own nginx (the chart, `make stack`): the
+# client's address is the X-Real-IP header nginx sets. Never on for a gunicorn reachable directly.
+MOAI_BEHIND_PROXY = env_bool("MOAI_BEHIND_PROXY", False)
 MOAI_HTTPS = env_bool("MOAI_HTTPS", bool(env_str("MOAI_TLS_CERT")))
 if MOAI_HTTPS:
     SECURE_SSL_REDIRECT = True

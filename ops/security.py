@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 PAGE_POLICY = "; ".join(
@@ -44,3 +45,22 @@ class ContentSecurityPolicyMiddleware:
             html = response.get("Content-Type", "").startswith("text/html")
             response["Content-Security-Policy"] = PAGE_POLICY if html else NOTHING_POLICY
         return response
+
+
+class ProxyAddressMiddleware:
+    """Behind the service's own proxy (``MOAI_BEHIND_PROXY``), the client's address is the one
+    nginx saw, passed in ``X-Real-IP`` (nginx replaces whatever a client sent there); without
+    it every audit record and admin lockout would name the proxy. gunicorn then listens on
+    loopback only, so nothing but the proxy can set the header. Off otherwise: a client
+    talking to gunicorn directly could write any address there."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.enabled = bool(settings.MOAI_BEHIND_PROXY)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if self.enabled:
+            address = request.META.get("HTTP_X_REAL_IP", "").strip()
+            if address:
+                request.META["REMOTE_ADDR"] = address
+        return self.get_response(request)
