@@ -41,3 +41,26 @@ def test_ci_runs_against_real_postgresql_and_redis(db):
     assert connection.vendor == "postgresql"
     assert settings.REDIS_URL
     assert settings.CELERY_BROKER_URL.startswith("redis://")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "False"),
+        ({"MOAI_TLS_CERT": "/any/cert.pem"}, "True"),
+        ({"MOAI_TLS_CERT": "/c", "MOAI_HTTPS": "0"}, "False"),
+    ],
+)
+def test_https_hardening_is_on_whenever_gunicorn_serves_tls(tmp_path, extra, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOAI_TLS", "MOAI_HTTPS"))}
+    env.update(DEBUG="1", MOAI_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="moai_site.settings", **extra)
+    code = "from django.conf import settings; print(settings.MOAI_HTTPS, getattr(settings, 'SECURE_HSTS_SECONDS', 0))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == expected
+    assert (int(out[1]) > 0) == (expected == "True")
