@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 from scripts.stack import ROOT, Stack
@@ -51,10 +52,10 @@ def check_redis(url: str) -> None:
     redis.Redis.from_url(url, socket_connect_timeout=2).ping()
 
 
-def secret_key() -> str:
-    path = DATA_DIR / "secret-key"
+def secret_key(data_dir: Path) -> str:
+    path = data_dir / "secret-key"
     if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(50))
         path.chmod(0o600)
     return path.read_text().strip()
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="nginx's port on 127.0.0.1 (default 8080)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: on Ctrl-C)")
     parser.add_argument("--no-models", action="store_true", help="do not build the demo models on first start")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="MOAI_DATA_DIR (default var/stack)")
     args = parser.parse_args(argv)
+    data_dir: Path = args.data_dir.resolve()
 
     database = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
@@ -78,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         "DATABASE_URL": database,
         "REDIS_URL": redis_url,
-        "MOAI_DATA_DIR": str(DATA_DIR),
-        "SECRET_KEY": secret_key(),
+        "MOAI_DATA_DIR": str(data_dir),
+        "SECRET_KEY": secret_key(data_dir),
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
     full_env = {**os.environ, **env}
     step("migrating")
     manage("migrate", "--verbosity", "0", env=full_env)
-    key_file = DATA_DIR / "api-key"
+    key_file = data_dir / "api-key"
     if not key_file.exists():
         if not args.no_models:
             step("building and registering the demo models (first start only)")
@@ -103,17 +106,17 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    with Stack(env, DATA_DIR / "logs", port=args.port, proxy=True, beat=True) as stack:
+    with Stack(env, data_dir / "logs", port=args.port, proxy=True, beat=True) as stack:
         print(f"  API      {stack.url}/api/v1   (key in {key_file})")
         print(f"  docs     {stack.url}/api/docs")
         print(f"  admin    {stack.url}/admin/   (manage.py createsuperuser, then enroll_totp)")
-        print(f"  logs     {DATA_DIR / 'logs'}")
+        print(f"  logs     {data_dir / 'logs'}")
         print("  Ctrl-C stops everything.", flush=True)
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         while not stopping and (deadline is None or time.monotonic() < deadline):
             exited = [name for name, process in stack.processes.items() if process.poll() is not None]
             if exited:
-                print(f"{', '.join(exited)} exited; see {DATA_DIR / 'logs'}", file=sys.stderr)
+                print(f"{', '.join(exited)} exited; see {data_dir / 'logs'}", file=sys.stderr)
                 return 1
             time.sleep(0.5)
     step("stopped")
