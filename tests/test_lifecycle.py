@@ -224,3 +224,21 @@ def test_queue_status_counts_per_model(queued):
     [row] = json.loads(run("queue_status", "--json"))
     assert (row["model"], row["queued"], row["running"]) == (LOGREG, 1, 0)
     assert row["oldest_queued_seconds"] >= 0
+
+
+@pytest.mark.parametrize(("behind_proxy", "recorded"), [(True, "203.0.113.9"), (False, "127.0.0.1")])
+def test_the_audit_names_the_address_the_proxy_saw_only_behind_the_proxy(
+    alice, logreg, open_session, settings, behind_proxy, recorded
+):
+    """Behind the service's nginx (MOAI_BEHIND_PROXY) the client's address is nginx's X-Real-IP;
+    reachable directly, a client could write any address there, so it is ignored."""
+    from rest_framework.test import APIClient
+
+    settings.MOAI_BEHIND_PROXY = behind_proxy
+    http = APIClient()  # a fresh client: its handler reads the setting when it first runs
+    http.credentials(HTTP_AUTHORIZATION=f"Bearer {alice.api_key}", HTTP_X_REAL_IP="203.0.113.9")
+    alice.http = http
+    context_id = open_session(alice, logreg)
+    record = AuditRecord.objects.filter(target_id=context_id).order_by("pk").first()
+    assert record is not None
+    assert record.source == recorded
