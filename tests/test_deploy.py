@@ -1085,7 +1085,12 @@ def test_proxy_mtls_probes_and_documented_client_certificates_work(renders, tmp_
     finally:
         for process in (nginx, gunicorn):
             process.terminate()
-            process.wait(timeout=30)
+        for process in (nginx, gunicorn):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def get(port: int, context: ssl.SSLContext, host: str, path: str = "/healthz") -> int:

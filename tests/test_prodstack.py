@@ -81,8 +81,14 @@ def test_one_command_starts_the_production_layout_and_ctrl_c_stops_it(tmp_path: 
             requests.get(f"{url}/healthz", timeout=2)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            # SIGTERM lets the script stop what it started (its children run in sessions of their
+            # own, so killing its group would leave them running on this test's Redis database).
+            process.terminate()
+            try:
+                process.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log.close()
         import psycopg
 
