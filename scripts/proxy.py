@@ -50,7 +50,7 @@ class ProxyConfig:
     max_key_bytes: int = 512 * 1024 * 1024
     max_ciphertext_bytes: int = 16 * 1024 * 1024
     key_streams: int = 8  # key uploads in flight at once, below gunicorn's threads
-    key_streams_per_client: int = 2
+    key_streams_per_client: int = 1  # below key_streams: one tenant cannot take every slot
     serve_admin: bool = True  # the chart serves /admin/ and /metrics on other ports, not the public one
     header_timeout: int = 10
     body_timeout: int = 20

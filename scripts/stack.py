@@ -111,8 +111,8 @@ class Stack:
             run_dir=self.log_dir / "nginx",
             max_key_bytes=int(self.env.get("MOAI_MAX_KEY_BYTES", str(512 * 1024 * 1024))),
             max_ciphertext_bytes=int(self.env.get("MOAI_MAX_CIPHERTEXT_BYTES", str(16 * 1024 * 1024))),
-            # Streamed key uploads may hold at most a quarter of gunicorn's threads.
-            key_streams=max(1, threads // 4),
+            # Streamed key uploads may hold at most half of gunicorn's threads, one per API key.
+            key_streams=max(1, threads // 2),
             serve_admin=self.serve_admin,
         )
 

@@ -216,14 +216,14 @@ def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytes
 @pytest.fixture(scope="session")
 def proxied_stack(stack: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The production shape for hostile tests: nginx in front of a gunicorn with the Helm chart's
-    web pod layout (2 processes of 8 threads), the admin console and /metrics off the public port.
+    web pod layout (2 processes of 4 threads), the admin console and /metrics off the public port.
     It shares the session stack's worker (same database, broker and blobs), so the worker
     seen by tests is one process pool either way."""
     from scripts.stack import Stack
 
     with django_db_blocker.unblock():
         env = _stack_env()
-    env.update(MOAI_WEB_WORKERS="2", MOAI_WEB_THREADS="8")
+    env.update(MOAI_WEB_WORKERS="2", MOAI_WEB_THREADS="4")
     with Stack(
         env, tmp_path_factory.mktemp("proxied-stack-logs"), proxy=True, worker=False, serve_admin=False
     ) as running:

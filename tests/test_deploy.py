@@ -265,7 +265,8 @@ def test_proxy_limits_match_the_apis(helm):
     key_location = key_location[: key_location.index("}")]
     assert "client_max_body_size 1000000;" in key_location
     assert "proxy_request_buffering off;" in key_location
-    assert "limit_conn key_streams 4;" in key_location  # a quarter of 2 x 8 threads
+    assert "limit_conn key_streams 8;" in key_location  # half of 2 x 8 threads
+    assert "limit_conn key_streams_per_client 1;" in key_location
     job_location = conf[conf.index("location ~ ^/api/v1/sessions/[^/]+/jobs$") :]
     job_location = job_location[: job_location.index("}")]
     assert "client_max_body_size 20000;" in job_location

@@ -1,5 +1,5 @@
 """Idle, slow and waiting connections against the production shape: nginx in front of gunicorn
-(the Helm chart's web pod: 2 processes of 8 threads), a Celery worker, PostgreSQL and Redis.
+(the Helm chart's web pod: 2 processes of 4 threads), a Celery worker, PostgreSQL and Redis.
 
 Each attack is run as an attacker would, from 127.0.0.1, and the test measures what another
 client sees meanwhile. Every loop here is bounded, and every socket is closed at the end.
@@ -156,6 +156,7 @@ def test_half_open_connections_and_trickling_uploads_cost_other_clients_nothing(
         # 16 uploads whose bodies come a byte a second: half job bodies, half evaluation keys,
         # each declaring its true length, from a real tenant with a real session.
         tricklers: list[socket.socket] = []
+        key_tricklers: list[socket.socket] = []
         for index in range(TRICKLING):
             sock = connect(port)
             if index % 2:
@@ -168,6 +169,8 @@ def test_half_open_connections_and_trickling_uploads_cost_other_clients_nothing(
             )
             tricklers.append(sock)
             opened.append(sock)
+            if index % 2:
+                key_tricklers.append(sock)
         stop = threading.Event()
 
         def trickle() -> None:
@@ -182,6 +185,14 @@ def test_half_open_connections_and_trickling_uploads_cost_other_clients_nothing(
         dripping.start()
         try:
             time.sleep(3.0)  # every connection is open and every upload has started dripping
+            # Key uploads stream to gunicorn, so nginx lets one API key hold only one of them at a
+            # time (proxy.keyStreamsPerClient): the attacker's other key uploads got 429 at once.
+            answered = []
+            for sock in key_tricklers:
+                sock.settimeout(0.2)
+                with contextlib.suppress(OSError):
+                    answered.append(sock.recv(64))
+            assert sum(answer.startswith(b"HTTP/1.1 429") for answer in answered) == len(key_tricklers) - 1, answered
             rounds = [another_clients_calls(url, victim, victims_session, bundle) for _ in range(3)]
             # A fresh session (a key upload that streams through) for the other client, too.
             key_upload = timed(
