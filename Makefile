@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   - the product end to end on embedded defaults (SQLite, filesystem broker)
 #   make test   - the test suite, against PostgreSQL and Redis on 127.0.0.1 when reachable
+#   make stack  - the production layout on this machine: nginx, gunicorn, worker, beat, PostgreSQL, Redis
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 export MOAI_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/moai
 export MOAI_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browsers demo test lint format clean
+.PHONY: install browsers proxy demo test stack lint format clean
 
 install: $(STAMP)
 
@@ -24,11 +25,21 @@ $(STAMP): requirements.txt requirements-dev.txt
 browsers:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# nginx stands in front of gunicorn in every production shape (scripts/proxy.py); the hostile
+# tests and `make stack` run Debian's. nginx-light where the release still has it, else nginx.
+proxy:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }; }
+
 demo: install
 	$(BIN)/python -m scripts.demo
 
-test: install browsers
+test: install browsers proxy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+stack: install proxy
+	$(BIN)/python -m scripts.prodstack $(STACK_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -73,7 +73,13 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
 
 
 def _stack(log_dir: Path, pool: int, **env: str) -> Stack:
-    variables = {"MOAI_WORKER_POOL_SIZE": str(pool), "MOAI_WORKER_METRICS_PORT": str(free_port()), **env}
+    variables = {
+        "MOAI_WORKER_POOL_SIZE": str(pool),
+        "MOAI_WORKER_METRICS_PORT": str(free_port()),
+        # The throughput runs' 2 x CPUS clients share one API key and each holds a waiting download.
+        "MOAI_MAX_WAITS_PER_CLIENT": str(2 * CPUS),
+        **env,
+    }
     return Stack(variables, log_dir, concurrency=pool)
 
 

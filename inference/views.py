@@ -13,14 +13,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import notify, services, uploads
+from inference import notify, services, uploads, waits
 from inference.ciphertexts import body_limit, check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
 from inference.serializers import BatchIn, JobOut, ModelOut
 from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
-from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
 from ops.schema import BINARY, errors
 from sessions.lookup import active_session_or_error, client_actor
@@ -86,8 +85,7 @@ class ModelPreprocessingView(APIView):
 
 
 class JobSubmitView(APIView):
-    throttle_classes = [ClientRateThrottle]
-    throttle_scope = "jobs"
+    throttle_scope = "jobs"  # on top of the per-client limit of every call (keys.throttling)
 
     @extend_schema(
         operation_id="submit_job",
@@ -144,8 +142,8 @@ class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         """``?wait=N`` (seconds, at most 30) holds the answer until the job ends or N passes."""
         job = _job_or_404(request, job_id)
-        _hold_until_ended(job, _wait_seconds(request))
-        return Response(job_json(job))
+        held = _hold_until_ended(job, _wait_seconds(request))
+        return _mark_refused_wait(Response(job_json(job)), held)
 
     @extend_schema(operation_id="cancel_job", responses={202: JobOut, **errors(404, 409)})
     def delete(self, request: Request, job_id: str) -> Response:
@@ -168,9 +166,14 @@ class JobResultView(APIView):
         """``?wait=N`` holds the answer until the job ends or N passes: submit, then one request for the result."""
         job = _job_or_404(request, job_id)
         index = _index(request, job)
-        _hold_until_ended(job, _wait_seconds(request))
+        held = _hold_until_ended(job, _wait_seconds(request))
         if job.status in (Job.Status.QUEUED, Job.Status.RUNNING):
-            raise ApiError(409, "job_not_finished", f"The job is {job.status}; poll GET /jobs/{{id}} until it ends.")
+            unfinished = ApiError(
+                409, "job_not_finished", f"The job is {job.status}; poll GET /jobs/{{id}} until it ends."
+            )
+            if held is False:
+                unfinished.retry_after = 1
+            raise unfinished
         if job.status != Job.Status.SUCCEEDED:
             error = job.error_code or job.status
             raise ApiError(409, "job_failed", f"The job ended {job.status} ({error}); it has no result.")
@@ -183,15 +186,31 @@ class JobResultView(APIView):
         return response
 
 
-def _hold_until_ended(job: Job, seconds: float) -> None:
-    """Wait up to ``seconds`` for the job to end (woken by the worker), then reload it."""
-    if seconds and job.status not in Job.FINISHED:
+def _hold_until_ended(job: Job, seconds: float) -> bool | None:
+    """Wait up to ``seconds`` for the job to end (woken by the worker), then reload it.
+
+    None when there was nothing to wait for; False when the client already holds
+    ``MOAI_MAX_WAITS_PER_CLIENT`` waits, so this one answers at once with the current state.
+    """
+    if not seconds or job.status in Job.FINISHED:
+        return None
+    with waits.wait_slot(job.client_id, seconds) as held:
+        if not held:
+            return False
 
         def ended() -> bool:
             job.refresh_from_db()  # one query per check, and the answer is the fresh row
             return job.status in Job.FINISHED
 
         notify.wait_for(str(job.pk), ended, seconds)
+    return True
+
+
+def _mark_refused_wait(response: Response, held: bool | None) -> Response:
+    """A wait refused for the client's cap is answered at once; Retry-After tells it not to spin."""
+    if held is False:
+        response["Retry-After"] = "1"
+    return response
 
 
 def _wait_seconds(request: Request) -> float:

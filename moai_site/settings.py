@@ -72,6 +72,12 @@ MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = env_int("MOAI_MAX_ACTIVE_SESSIONS_PER_CLIE
 MOAI_MAX_CIRCUIT_ABORTS = env_int("MOAI_MAX_CIRCUIT_ABORTS", 3, minimum=1)
 MOAI_RATE_LIMIT_SESSIONS = env_str("MOAI_RATE_LIMIT_SESSIONS", "60/min")
 MOAI_RATE_LIMIT_JOBS = env_str("MOAI_RATE_LIMIT_JOBS", "1200/min")
+# Every API call of one client, any endpoint: a client cannot hold the web tier with cheap GETs.
+MOAI_RATE_LIMIT_REQUESTS = env_str("MOAI_RATE_LIMIT_REQUESTS", "3000/min")
+# Requests one client may hold waiting (GET /jobs/{id}?wait=N and .../result?wait=N) across all
+# web processes; past it a request is answered at once with the current state. Each held wait
+# occupies a gunicorn thread, so this keeps one client from taking every thread.
+MOAI_MAX_WAITS_PER_CLIENT = env_int("MOAI_MAX_WAITS_PER_CLIENT", 4, minimum=0)
 MOAI_MAX_BATCH_INPUTS = env_int("MOAI_MAX_BATCH_INPUTS", 256, minimum=1)
 MOAI_RESULT_RETENTION_SECONDS = env_int("MOAI_RESULT_RETENTION_SECONDS", 3600, minimum=0)
 
@@ -90,6 +96,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    # Swagger UI's scripts and styles, served by the project itself (no CDN).
+    "drf_spectacular_sidecar",
     "ops",
     "keys",
     "inference",
@@ -97,8 +105,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that everything after it (audit records, admin lockouts) sees the client's address.
+    "ops.security.ProxyAddressMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "ops.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,8 +212,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # HTTPS hardening, on where the service is reached over TLS (gunicorn's own, or a proxy
-# that sets X-Forwarded-Proto). Probes and metrics stay reachable over plain HTTP.
-MOAI_HTTPS = env_bool("MOAI_HTTPS", False)
+# that sets X-Forwarded-Proto). Probes and metrics stay reachable over plain HTTP. On by
+# itself whenever gunicorn serves TLS (MOAI_TLS_CERT); the chart sets it with TLS on.
+# gunicorn listens on loopback behind the service's own nginx (the chart, `make stack`): the
+# client's address is the X-Real-IP header nginx sets. Never on for a gunicorn reachable directly.
+MOAI_BEHIND_PROXY = env_bool("MOAI_BEHIND_PROXY", False)
+MOAI_HTTPS = env_bool("MOAI_HTTPS", bool(env_str("MOAI_TLS_CERT")))
 if MOAI_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
@@ -233,8 +248,14 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "ops.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    # Counted per API client in the shared cache (Redis), so limits hold across web processes.
-    "DEFAULT_THROTTLE_RATES": {"sessions": MOAI_RATE_LIMIT_SESSIONS, "jobs": MOAI_RATE_LIMIT_JOBS},
+    # Counted per API client in the shared cache (Redis), so limits hold across web processes:
+    # every call (requests), and on top of it opening sessions and submitting jobs.
+    "DEFAULT_THROTTLE_CLASSES": ["keys.throttling.ClientRequestThrottle", "keys.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "requests": MOAI_RATE_LIMIT_REQUESTS,
+        "sessions": MOAI_RATE_LIMIT_SESSIONS,
+        "jobs": MOAI_RATE_LIMIT_JOBS,
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MOAI encrypted inference API",
@@ -243,6 +264,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI from drf-spectacular-sidecar's files, served here (WhiteNoise): no CDN, and the
+    # page's own script comes from a URL of this origin, so the page needs no inline script (CSP).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "ModelStatusEnum": ["active", "retired"],
         "JobStatusEnum": ["queued", "running", "succeeded", "failed", "cancelled"],

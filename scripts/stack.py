@@ -1,13 +1,16 @@
 """Start gunicorn and a Celery worker as real processes, and stop them again.
 
-Used by ``make demo`` and by the end-to-end tests, so both exercise the same
-process layout as a deployment: web and worker share only the database, the
-broker and blob storage.
+Used by ``make demo``, ``make stack`` and the end-to-end tests, so they exercise the
+same process layout as a deployment: web and worker share only the database, the
+broker and blob storage. With ``proxy=True`` nginx stands in front of gunicorn as in
+the Helm chart's web pods (scripts/proxy.py): ``url`` is then nginx's, gunicorn
+listens on another loopback port (``web_url``), and ``beat=True`` adds the scheduler.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from scripts.proxy import ProxyConfig, write
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -31,12 +36,32 @@ def free_port() -> int:
 class Stack:
     """Web (gunicorn) and worker (celery) processes with their logs under ``log_dir``."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, *, concurrency: int = 2, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        concurrency: int = 2,
+        port: int | None = None,
+        proxy: bool = False,
+        beat: bool = False,
+        serve_admin: bool = True,
+        worker: bool = True,
+    ) -> None:
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         self.concurrency = concurrency
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.proxy = proxy
+        self.beat = beat
+        self.serve_admin = serve_admin
+        self.worker = worker  # False: another stack's worker serves the same database and broker
+        # Without the proxy gunicorn takes the public port itself, as before.
+        self.web_port = free_port() if proxy else self.port
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        if proxy:
+            self.env["MOAI_BEHIND_PROXY"] = "1"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> Stack:
@@ -58,12 +83,17 @@ class Stack:
                 "-c",
                 "moai_site/gunicorn.conf.py",
                 "--bind",
-                f"127.0.0.1:{self.port}",
+                f"127.0.0.1:{self.web_port}",
             ],
         )
-        self.start_worker()
+        if self.proxy:
+            self.start_proxy()
+        if self.worker:
+            self.start_worker()
+        if self.beat:
+            self._spawn("beat", [str(BIN / "celery"), "-A", "moai_site", "beat", "--loglevel", "INFO"])
         deadline = time.monotonic() + timeout
-        while not (self._ready() and self.worker_ready()):
+        while not (self._ready() and (self.worker_ready() or not self.worker)):
             for name, process in self.processes.items():
                 if process.poll() is not None:
                     self.stop()
@@ -72,6 +102,28 @@ class Stack:
                 self.stop()
                 raise TimeoutError(f"stack not ready after {timeout} s; logs in {self.log_dir}")
             time.sleep(0.2)
+
+    def proxy_config(self) -> ProxyConfig:
+        threads = int(self.env.get("MOAI_WEB_WORKERS", "2")) * int(self.env.get("MOAI_WEB_THREADS", "16"))
+        return ProxyConfig(
+            listen=self.port,
+            upstream=f"127.0.0.1:{self.web_port}",
+            run_dir=self.log_dir / "nginx",
+            max_key_bytes=int(self.env.get("MOAI_MAX_KEY_BYTES", str(512 * 1024 * 1024))),
+            max_ciphertext_bytes=int(self.env.get("MOAI_MAX_CIPHERTEXT_BYTES", str(16 * 1024 * 1024))),
+            # Streamed key uploads may hold at most half of gunicorn's threads, one per API key.
+            key_streams=max(1, threads // 2),
+            serve_admin=self.serve_admin,
+        )
+
+    def start_proxy(self) -> None:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(nginx).exists():
+            raise RuntimeError("nginx is not installed: apt-get install nginx-light (make test and make stack do)")
+        config = write(self.proxy_config())
+        self._spawn(
+            "proxy", [nginx, "-c", str(config), "-p", str(config.parent), "-e", str(config.parent / "nginx-error.log")]
+        )
 
     def start_worker(self) -> None:
         self._spawn(

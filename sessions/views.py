@@ -17,7 +17,6 @@ from inference import uploads
 from inference.services import newest_active
 from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
-from keys.throttling import ClientRateThrottle
 from ops.errors import ApiError
 from ops.schema import BINARY, errors
 from sessions import services
@@ -41,8 +40,7 @@ def session_json(session: KeySession) -> dict[str, Any]:
 
 
 class SessionCreateView(APIView):
-    throttle_classes = [ClientRateThrottle]
-    throttle_scope = "sessions"
+    throttle_scope = "sessions"  # on top of the per-client limit of every call (keys.throttling)
 
     @extend_schema(
         operation_id="open_session",

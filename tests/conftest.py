@@ -198,35 +198,60 @@ def _database_url() -> str:
     return f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
 
 
+def _stack_env() -> dict[str, str]:
+    """Environment of the web and worker processes: the test database, data folder and Redis."""
+    from django.conf import settings
+
+    from scripts.stack import free_port
+
+    env = {
+        "DJANGO_SETTINGS_MODULE": "moai_site.settings",
+        "DATABASE_URL": _database_url(),
+        "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "MOAI_AUDIT_KEY": settings.MOAI_AUDIT_KEY,
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "MOAI_WORKER_POOL_SIZE": "2",
+        "MOAI_WORKER_METRICS_PORT": str(free_port()),
+        # Short enough for the fault tests to see a lost worker's job come back.
+        "MOAI_JOB_HEARTBEAT_SECONDS": "1",
+        "REDIS_URL": settings.REDIS_URL or "",
+    }
+    return env
+
+
 @pytest.fixture(scope="session")
 def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """gunicorn and a Celery worker as real processes on the test database, once per run."""
     from django.conf import settings
 
-    from scripts.stack import Stack, free_port
+    from scripts.stack import Stack
 
     with django_db_blocker.unblock():
-        env = {
-            "DJANGO_SETTINGS_MODULE": "moai_site.settings",
-            "DATABASE_URL": _database_url(),
-            "MOAI_DATA_DIR": str(settings.MOAI_DATA_DIR),
-            "SECRET_KEY": settings.SECRET_KEY,
-            "MOAI_AUDIT_KEY": settings.MOAI_AUDIT_KEY,
-            "DEBUG": "0",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "MOAI_WORKER_POOL_SIZE": "2",
-            "MOAI_WORKER_METRICS_PORT": str(free_port()),
-            # Short enough for the fault tests to see a lost worker's job come back.
-            "MOAI_JOB_HEARTBEAT_SECONDS": "1",
-        }
+        env = _stack_env()
     if settings.REDIS_URL:
         import redis
 
         redis.Redis.from_url(settings.REDIS_URL).flushdb()  # the test run's own Redis database only
-        env["REDIS_URL"] = settings.REDIS_URL
-    else:
-        env["REDIS_URL"] = ""
     with Stack(env, tmp_path_factory.mktemp("stack-logs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def proxied_stack(stack: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The production shape for hostile tests: nginx in front of a gunicorn with the Helm chart's
+    web pod layout (2 processes of 4 threads), the admin console and /metrics off the public port.
+    It shares the session stack's worker (same database, broker and blobs), so the worker
+    seen by tests is one process pool either way."""
+    from scripts.stack import Stack
+
+    with django_db_blocker.unblock():
+        env = _stack_env()
+    env.update(MOAI_WEB_WORKERS="2", MOAI_WEB_THREADS="4")
+    with Stack(
+        env, tmp_path_factory.mktemp("proxied-stack-logs"), proxy=True, worker=False, serve_admin=False
+    ) as running:
         yield running
 
 

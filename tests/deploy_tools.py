@@ -132,10 +132,19 @@ def pod_templates(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def container(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    containers: list[dict[str, Any]] = find(objects, kind, name)["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
+def container(objects: list[dict[str, Any]], kind: str, name: str, which: str | None = None) -> dict[str, Any]:
+    """A workload's container: the one named ``which``, else its only one, else the pod's default
+    container (kubectl.kubernetes.io/default-container: web pods run gunicorn beside a proxy)."""
+    template = find(objects, kind, name)["spec"]["template"]
+    containers: list[dict[str, Any]] = template["spec"]["containers"]
+    if which is None and len(containers) > 1:
+        which = template["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container")
+        assert which, f"{kind}/{name} has {len(containers)} containers and no default one"
+    if which is None:
+        assert len(containers) == 1
+        return containers[0]
+    (chosen,) = [c for c in containers if c["name"] == which]
+    return chosen
 
 
 def env_of(c: dict[str, Any]) -> dict[str, str]:

@@ -218,3 +218,88 @@ def test_enroll_totp_command(db):
         call_command("enroll_totp", "guest", stdout=io.StringIO())
     with pytest.raises(CommandError, match="no user named"):
         call_command("enroll_totp", "nobody", stdout=io.StringIO())
+
+
+def test_every_failed_login_gets_the_same_answer(db):
+    """A wrong password, a wrong code, an account without a device and an unknown user read alike."""
+    _, enrollment = make_staff("una")
+    make_staff("nodevice", enroll=False)
+    right = code(enrollment)
+    wrong_code = f"{(int(right) + 1) % 1000000:06d}"
+    attempts = {
+        "wrong password": {"username": "una", "password": "not the password", "otp_token": right},
+        "wrong code": {"username": "una", "password": PASSWORD, "otp_token": wrong_code},
+        "backup-shaped wrong code": {"username": "una", "password": PASSWORD, "otp_token": "abcdefgh"},
+        "no code": {"username": "una", "password": PASSWORD, "otp_token": ""},
+        "no device": {"username": "nodevice", "password": PASSWORD, "otp_token": right},
+        "unknown user": {"username": "nobody", "password": PASSWORD, "otp_token": right},
+    }
+    answers = {}
+    for name, data in attempts.items():
+        response = Client().post("/admin/login/?next=/admin/", data)
+        errors = re.findall(rb'<p class="errornote">\s*(.*?)\s*</p>', response.content, re.S)
+        errors += re.findall(rb'<ul class="errorlist[^"]*">(.*?)</ul>', response.content, re.S)
+        answers[name] = (response.status_code, tuple(errors))
+    assert len(set(answers.values())) == 1, answers
+    status, errors = answers["wrong code"]
+    assert status == 200
+    assert b"correct username, password and authentication code" in b"".join(errors)
+
+
+def test_wrong_codes_count_towards_the_lockout(db, settings):
+    _, enrollment = make_staff("guess")
+    wrong = f"{(int(code(enrollment)) + 1) % 1000000:06d}"
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        Client().post("/admin/login/", {"username": "guess", "password": PASSWORD, "otp_token": wrong})
+    locked = login(Client(), "guess", code(enrollment))
+    assert locked.status_code in (403, 429)
+
+
+def test_overview_needs_permission_to_view_jobs_and_sessions(db):
+    user, enrollment = make_staff("auditor", superuser=False)
+    client = Client()
+    assert login(client, "auditor", code(enrollment)).request["PATH_INFO"] == "/admin/"
+    assert client.get("/admin/overview/").status_code == 403
+    assert b"moai-overview-link" not in client.get("/admin/").content
+    user.user_permissions.add(Permission.objects.get(codename="view_keysession"))
+    assert Client().get("/admin/overview/").status_code == 302  # anonymous: to the login page
+    assert client.get("/admin/overview/").status_code == 403  # one of the two is not enough
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    assert client.get("/admin/overview/").status_code == 200
+    assert b"moai-overview-link" in client.get("/admin/").content
+
+
+def test_admin_and_docs_pages_load_only_from_this_origin(staff_client):
+    from ops.security import PAGE_POLICY
+
+    pages = {
+        "login": Client().get("/admin/login/"),
+        "index": staff_client.get("/admin/"),
+        "overview": staff_client.get("/admin/overview/"),
+        "sessions": staff_client.get("/admin/key_sessions/keysession/"),
+        "docs": Client().get("/api/docs"),
+    }
+    for name, page in pages.items():
+        assert page.status_code == 200, name
+        assert page["Content-Security-Policy"] == PAGE_POLICY, name
+        html = page.content.decode()
+        # Every script, stylesheet and image the page loads is a path on this origin.
+        for url in re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="([^"]+)"', html):
+            assert url.startswith("/"), f"{name}: {url}"
+            assert not url.startswith("//"), f"{name}: {url}"
+        # No inline script (the CSP would block it): every <script> has a src or is a JSON data block.
+        for tag in re.findall(r"<script[^>]*>", html):
+            assert "src=" in tag or 'type="application/json"' in tag, f"{name}: {tag}"
+    assert "script-src 'self'" in PAGE_POLICY
+    assert "unsafe-eval" not in PAGE_POLICY
+    docs = pages["docs"].content.decode()
+    bundle = re.search(r'<script src="([^"]+swagger-ui-bundle\.js)"', docs)
+    assert bundle, docs[:500]
+    served = Client().get(bundle.group(1))
+    assert served.status_code == 200
+    assert b"SwaggerUI" in b"".join(served.streaming_content)  # type: ignore[attr-defined]
+    script = re.search(r'<script src="(/api/docs\?[^"]*script=[^"]*)"', docs)
+    assert script, docs[-800:]
+    assert b"SwaggerUIBundle" in Client().get(script.group(1).replace("&amp;", "&")).content
+    # The API's own answers are never pages.
+    assert "default-src 'none'" in Client().get("/healthz")["Content-Security-Policy"]

@@ -152,3 +152,33 @@ def test_sidebar_names_and_an_empty_overview_read_as_an_operator_expects(stack, 
     page.screenshot(path=str(SCREENSHOTS / "overview-empty.png"), full_page=True)
     assert page.locator("text=No jobs in the last 24 hours.").count() == 2
     assert page.locator(".moai-chart svg").count() == 0
+
+
+def test_docs_and_admin_pages_render_under_their_csp_from_this_origin_only(stack, page):
+    """Swagger UI (drawn entirely by scripts) and the admin render with the Content-Security-Policy
+    on, load nothing from another origin, and the browser reports no violation."""
+    origin = stack.url
+    requested: list[str] = []
+    violations: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.goto(f"{origin}/api/docs")
+    # Swagger UI drew the API's title and its operations from the schema.
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "MOAI encrypted inference API" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    assert page.locator(".opblock").count() >= 8
+    page.screenshot(path=str(SCREENSHOTS / "api-docs.png"), full_page=False)
+    enrollment = staff("csp-check")
+    log_in(page, origin, "csp-check", f"{totp(enrollment.device.bin_key):06d}")
+    page.wait_for_selector("text=Incident response")
+    page.goto(f"{origin}/admin/overview/")
+    page.wait_for_selector("#stat-sessions")
+    page.goto(f"{origin}/admin/key_sessions/keysession/")
+    page.wait_for_selector("#changelist")
+    assert not violations, violations
+    foreign = [url for url in requested if not url.startswith(origin) and not url.startswith("data:")]
+    assert not foreign, foreign

@@ -218,3 +218,40 @@ def test_a_result_download_can_wait_for_the_end(alice, context_id, bundles, djan
     response = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait=30")
     assert (response.status_code, error_code(response)) == (409, "job_failed")
     assert time.monotonic() - started < 1
+
+
+def test_a_client_holds_at_most_its_wait_slots_and_lost_ones_lapse(
+    alice, mallory, context_id, bundles, settings, django_capture_on_commit_callbacks
+):
+    """Past MOAI_MAX_WAITS_PER_CLIENT held waits, a wait answers at once with the current state;
+    another client keeps its own slots; a slot left by a process that died lapses by itself."""
+    import time
+
+    from inference import waits
+
+    settings.MOAI_MAX_WAITS_PER_CLIENT = 2
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    with waits.wait_slot(alice.client.pk, 30) as first, waits.wait_slot(alice.client.pk, 30) as second:
+        assert (first, second) == (True, True)
+        started = time.monotonic()
+        status = alice.http.get(f"/api/v1/jobs/{job_id}?wait=30")
+        result = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait=30")
+        assert time.monotonic() - started < 1
+        assert (status.status_code, status.json()["status"], status["Retry-After"]) == (200, "queued", "1")
+        assert (result.status_code, error_code(result), result["Retry-After"]) == (409, "job_not_finished", "1")
+        with waits.wait_slot(mallory.client.pk, 30) as others:
+            assert others
+    # Both slots are free again once their requests end.
+    started = time.monotonic()
+    assert "Retry-After" not in alice.http.get(f"/api/v1/jobs/{job_id}?wait=0.3")
+    assert time.monotonic() - started >= 0.25
+    if settings.REDIS_URL:
+        from ops.redis_client import shared_redis
+
+        # Slots of a process that died without releasing them: one lapsed, one still live.
+        key = waits.KEY.format(alice.client.pk)
+        shared_redis().zadd(key, {"crashed-long-ago": time.time() - 1, "crashed-just-now": time.time() + 60})
+        with waits.wait_slot(alice.client.pk, 30) as held, waits.wait_slot(alice.client.pk, 30) as over:
+            assert (held, over) == (True, False)
+        shared_redis().delete(key)

@@ -223,11 +223,19 @@ def test_worker_pool_size_and_session_ttl_reach_the_containers(helm, renders):
     assert limits == {"cpu": "4000m", "memory": "8Gi"}
 
 
-def test_mtls_makes_gunicorn_require_client_certificates(renders):
+def test_the_proxy_fronts_gunicorn_and_owns_tls(renders):
     objects = renders["production"]
-    web = container(objects, "Deployment", WEB)
+    web = container(objects, "Deployment", WEB, "web")
+    proxy = container(objects, "Deployment", WEB, "proxy")
     env = env_of(web)
-    mounts = {m["name"]: m["mountPath"] for m in web["volumeMounts"]}
+    # gunicorn listens on loopback only, trusts the proxy's X-Real-IP, and serves no TLS itself.
+    assert env["MOAI_BIND"] == "127.0.0.1:8000"
+    assert env["MOAI_BEHIND_PROXY"] == "1"
+    assert env["MOAI_HTTPS"] == "1"  # TLS is on (at the proxy): HTTPS hardening too
+    assert not [name for name in env if name.startswith("MOAI_TLS")]
+    assert "ports" not in web
+    # The proxy presents the server certificate and verifies clients against the client CA.
+    mounts = {m["name"]: m["mountPath"] for m in proxy["volumeMounts"]}
     volumes = {v["name"]: v for v in find(objects, "Deployment", WEB)["spec"]["template"]["spec"]["volumes"]}
     files = {}
     for source in volumes["tls"]["projected"]["sources"]:
@@ -235,19 +243,50 @@ def test_mtls_makes_gunicorn_require_client_certificates(renders):
         for item in source["secret"]["items"]:
             assert item["key"] in secret["data"], item
             files[f"{mounts['tls']}/{item['path']}"] = item["key"]
-    # MOAI_TLS_CLIENT_CA is what makes gunicorn demand and verify a client certificate.
-    for variable in ("MOAI_TLS_CERT", "MOAI_TLS_KEY", "MOAI_TLS_CLIENT_CA"):
-        assert env[variable] in files, variable
-    assert files[env["MOAI_TLS_CLIENT_CA"]] == "ca.crt"
-    # The kubelet cannot present a certificate: the probes run the health check inside the pod.
+    conf = find(objects, "ConfigMap", "moai-service-proxy")["data"]["nginx.conf"]
+    referenced = set(re.findall(r"(/etc/moai/tls/[\w.-]+);", conf))
+    assert referenced == set(files), (referenced, files)
+    assert files["/etc/moai/tls/client-ca.crt"] == "ca.crt"
+    assert conf.count("ssl_verify_client on;") == 2  # the API and the metrics port
+    assert volumes["proxy-config"]["configMap"]["name"] == "moai-service-proxy"
+    assert mounts["proxy-config"] == "/etc/moai/proxy"
+    assert proxy["command"] == ["nginx", "-c", "/etc/moai/proxy/nginx.conf", "-e", "/dev/stderr"]
+    # The kubelet cannot present a certificate: the proxy's probes use its plain health port, and
+    # gunicorn's run the health check over loopback.
+    ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
+    assert set(ports) == {"https", "metrics", "health"}
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert proxy["livenessProbe"]["httpGet"] == {"path": "/proxy-alive", "port": "health"}
     assert web["livenessProbe"]["exec"]["command"] == ["python", "/app/healthcheck.py", "web", "/healthz"]
-    assert web["readinessProbe"]["exec"]["command"] == ["python", "/app/healthcheck.py", "web", "/readyz"]
-    assert find(objects, "Service", WEB)["spec"]["ports"][0]["name"] == "https"
-    # Without mTLS: no TLS variables, plain HTTP probes.
-    plain = container(renders["default"], "Deployment", WEB)
-    assert not [name for name in env_of(plain) if name.startswith("MOAI_TLS")]
-    assert plain["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert plain["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    service = find(objects, "Service", WEB)["spec"]["ports"]
+    assert [(p["name"], p["targetPort"]) for p in service] == [("https", "https")]
+    # Without mTLS: no TLS anywhere, the same layout in plain HTTP.
+    plain = renders["default"]
+    assert not [name for name in env_of(container(plain, "Deployment", WEB)) if name.startswith("MOAI_TLS")]
+    assert "MOAI_HTTPS" not in env_of(container(plain, "Deployment", WEB))
+    assert "ssl" not in find(plain, "ConfigMap", "moai-service-proxy")["data"]["nginx.conf"]
+    assert {p["name"] for p in container(plain, "Deployment", WEB, "proxy")["ports"]} == {"http", "metrics", "health"}
+
+
+def test_proxy_limits_match_the_apis(helm):
+    objects = render(helm, *sets("moai.maxKeyBytes=1000000", "moai.maxCiphertextBytes=20000", "web.threads=8"))
+    conf = find(objects, "ConfigMap", "moai-service-proxy")["data"]["nginx.conf"]
+    key_location = conf[conf.index("location ~ ^/api/v1/models/[^/]+/sessions$") :]
+    key_location = key_location[: key_location.index("}")]
+    assert "client_max_body_size 1000000;" in key_location
+    assert "proxy_request_buffering off;" in key_location
+    assert "limit_conn key_streams 8;" in key_location  # half of 2 x 8 threads
+    assert "limit_conn key_streams_per_client 1;" in key_location
+    job_location = conf[conf.index("location ~ ^/api/v1/sessions/[^/]+/jobs$") :]
+    job_location = job_location[: job_location.index("}")]
+    assert "client_max_body_size 20000;" in job_location
+    assert "proxy_request_buffering off" not in job_location  # buffered whole, like every other body
+    for directive in ("client_header_timeout 10s;", "client_body_timeout 20s;", "send_timeout 30s;"):
+        assert directive in conf
+    env = env_of(container(objects, "Deployment", WEB))
+    assert env["MOAI_MAX_KEY_BYTES"] == "1000000"
+    assert env["MOAI_MAX_WAITS_PER_CLIENT"] == "4"
+    assert env["MOAI_RATE_LIMIT_REQUESTS"] == "3000/min"
 
 
 def test_worker_probes_use_its_metrics_port(renders):
@@ -536,6 +575,12 @@ def allowed(objects: list[dict[str, Any]], labels: dict[str, str], direction: st
     ]
 
 
+def objects_values_metrics_from(objects: list[dict[str, Any]]) -> Any:
+    """networkPolicy.metricsFrom as rendered: the peers of the worker metrics policy."""
+    policy = find(objects, "NetworkPolicy", "moai-service-worker-metrics-ingress")
+    return policy["spec"]["ingress"][0]["from"]
+
+
 def test_network_policies_deny_by_default_and_allow_only_moai_traffic(renders):
     objects = renders["default"]
     for name, template in pod_templates(objects).items():
@@ -550,7 +595,8 @@ def test_network_policies_deny_by_default_and_allow_only_moai_traffic(renders):
         egress = allowed(objects, labels, "egress")
         component = labels["component"]
         if component == "web":
-            assert ingress == [(8000, None)]  # the public API, mTLS guards it
+            # The proxy's API port is public (mTLS guards it); its metrics port is Prometheus's only.
+            assert ingress == [(8080, None), (9100, objects_values_metrics_from(objects))]
         elif component == "worker":
             assert [port for port, _ in ingress] == [9808]
             assert ingress[0][1]
@@ -790,7 +836,11 @@ def test_service_monitors_find_the_metrics_ports(renders):
         ]
         assert pods, name
         for template in pods:
-            assert port["targetPort"] in {p["name"] for p in template["spec"]["containers"][0]["ports"]}, name
+            names = {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            assert port["targetPort"] in names, name
+        # Metrics never come through the API's Service (and so never through a LoadBalancer).
+        assert service["metadata"]["name"] != WEB
+        assert service["spec"].get("clusterIP") == "None"
     web = monitors[WEB]["spec"]["endpoints"][0]
     # Under mTLS Prometheus presents a client certificate signed by the client CA.
     assert web["scheme"] == "https"
@@ -1046,31 +1096,63 @@ def pem_files(objects: list[dict[str, Any]], secret: str, directory: Path, names
         (directory / filename).write_bytes(base64.b64decode(data[key]))
 
 
-def test_mtls_probe_and_documented_client_certificates_work_against_gunicorn(renders, tmp_path):
-    """The chart's generated certificates, its probe command and the runbook's openssl steps,
-    against a real gunicorn with the web container's TLS settings."""
+def chart_proxy_config(objects: list[dict[str, Any]], root: Path, ports: dict[int, int]) -> Path:
+    """The chart's nginx.conf with the pod's paths and ports mapped onto this machine: the tls
+    volume and /tmp under ``root``, each listen port and gunicorn's port to a free one."""
+    conf = find(objects, "ConfigMap", "moai-service-proxy")["data"]["nginx.conf"]
+    conf = conf.replace("/etc/moai/tls/", f"{root}/tls/").replace("/tmp/nginx", f"{root}/nginx")
+    for pod_port, local_port in ports.items():
+        conf = re.sub(rf"\b(listen (?:127\.0\.0\.1:)?|server 127\.0\.0\.1:){pod_port}\b", rf"\g<1>{local_port}", conf)
+    # Run as root (CI), nginx's workers would drop to "nobody" and could not read the test's files.
+    import getpass
+
+    path = root / "nginx.conf"
+    path.write_text(f"user {getpass.getuser()};\n{conf}")
+    return path
+
+
+def test_proxy_mtls_probes_and_documented_client_certificates_work(renders, tmp_path):
+    """The chart's proxy configuration in a real nginx in front of a real gunicorn with the web
+    container's settings: its TLS and mTLS, its probes, the runbook's openssl steps, the ports
+    Prometheus and operators use, and what the public port refuses."""
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        pytest.fail("nginx is not installed: run `make test` (it installs it) or apt-get install nginx-light")
     objects = renders["production"]
-    web = container(objects, "Deployment", WEB)
+    web = container(objects, "Deployment", WEB, "web")
+    proxy = container(objects, "Deployment", WEB, "proxy")
     tls_dir = tmp_path / "tls"  # stands for the tls volume
     tls_dir.mkdir()
     pem_files(
         objects, "moai-service-tls", tls_dir, {"tls.crt": "tls.crt", "tls.key": "tls.key", "ca.crt": "client-ca.crt"}
     )
     pem_files(objects, "moai-service-mtls-ca", tmp_path, {"tls.crt": "moai-ca.crt", "tls.key": "moai-ca.key"})
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
-    env.update(
-        {k: v.replace("/etc/moai/tls", str(tls_dir)) for k, v in env_of(web).items() if k.startswith("MOAI_TLS")}
+    pem_files(objects, "moai-service-metrics-client", tmp_path, {"tls.crt": "prom.crt", "tls.key": "prom.key"})
+    pod_ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
+    admin_port = int(
+        re.search(
+            r"listen 127\.0\.0\.1:(\d+) ssl;", find(objects, "ConfigMap", "moai-service-proxy")["data"]["nginx.conf"]
+        ).group(1)
+    )  # type: ignore[union-attr]
+    local = {name: free_port() for name in (*pod_ports, "admin", "gunicorn")}
+    config = chart_proxy_config(
+        objects,
+        tmp_path,
+        {**{pod_ports[n]: local[n] for n in pod_ports}, admin_port: local["admin"], 8000: local["gunicorn"]},
     )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env.update({k: v for k, v in env_of(web).items() if k in ("MOAI_BEHIND_PROXY", "MOAI_HTTPS")})
     env.update(
         DJANGO_SETTINGS_MODULE="moai_site.settings",
-        MOAI_BIND=f"127.0.0.1:{port}",
+        MOAI_BIND=env_of(web)["MOAI_BIND"].replace(":8000", f":{local['gunicorn']}"),
         MOAI_WEB_WORKERS="1",
         MOAI_DATA_DIR=str(tmp_path / "data"),
         SECRET_KEY="test-only-secret-key-for-the-mtls-probe-0123456789",
         DEBUG="0",
-        ALLOWED_HOSTS="localhost,moai-service-web.moai.svc",
+        ALLOWED_HOSTS="localhost,127.0.0.1,moai-service-web.moai.svc",
     )
+    assert env["MOAI_BIND"].startswith("127.0.0.1:")
+    # /metrics reads the job and session tables.
+    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
     gunicorn = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "moai_site.wsgi"],
         cwd=ROOT,
@@ -1078,16 +1160,40 @@ def test_mtls_probe_and_documented_client_certificates_work_against_gunicorn(ren
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    probe = [sys.executable if w == "python" else w for w in web["readinessProbe"]["exec"]["command"]]
+    # The container's command, with this machine's nginx and the mapped configuration.
+    command = [shutil.which("nginx") or "/usr/sbin/nginx", *proxy["command"][1:]]
+    command[command.index("/etc/moai/proxy/nginx.conf")] = str(config)
+    nginx = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    probe = [sys.executable if w == "python" else w for w in web["livenessProbe"]["exec"]["command"]]
     probe = [str(ROOT / "deploy/docker/healthcheck.py") if w == "/app/healthcheck.py" else w for w in probe]
+
+    def plain(port: int, path: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", path, headers={"Host": "localhost"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run(probe, env=env, capture_output=True, check=False).returncode != 0:
+        # The kubelet's readiness probe: the proxy's health port, through nginx to gunicorn.
+        readiness = proxy["readinessProbe"]["httpGet"]
+        while True:
             assert gunicorn.poll() is None, gunicorn.stderr.read().decode() if gunicorn.stderr else ""
+            assert nginx.poll() is None, nginx.stderr.read().decode() if nginx.stderr else ""
+            with contextlib.suppress(OSError):
+                if plain(local[readiness["port"]], readiness["path"]) == 200:
+                    break
             assert time.monotonic() < deadline, "the readiness probe never passed"
             time.sleep(0.3)
-        liveness = [*probe[:-1], "/healthz"]
-        assert subprocess.run(liveness, env=env, check=False).returncode == 0
+        liveness = proxy["livenessProbe"]["httpGet"]
+        assert plain(local[liveness["port"]], liveness["path"]) == 200
+        # gunicorn's own probe, over loopback.
+        assert subprocess.run(probe, env=env, check=False).returncode == 0
+        # The health port serves the probes and nothing else.
+        assert plain(local["health"], "/api/v1/models") == 404
+        assert plain(local["health"], "/admin/") == 404
 
         # A data owner's certificate, made exactly as the runbook says.
         steps = [
@@ -1102,26 +1208,50 @@ def test_mtls_probe_and_documented_client_certificates_work_against_gunicorn(ren
         context = ssl.create_default_context(cafile=str(tmp_path / "moai-ca.crt"))
         context.load_cert_chain(tmp_path / "acme.crt", tmp_path / "acme.key")
         # The runbook's curl names the web Service: the server certificate must be valid for it.
-        (curl,) = [c for c in shell_commands("\n".join(code_blocks(RUNBOOK.read_text(), "bash"))) if c[0] == "curl"]
+        (curl,) = [
+            c
+            for c in shell_commands("\n".join(code_blocks(RUNBOOK.read_text(), "bash")))
+            if c[0] == "curl" and "--cert" in c
+        ]
         host = re.match(r"https://([^:/]+)", curl[-1]).group(1)  # type: ignore[union-attr]
-        assert get(port, context, host) == 200
-        # Without a client certificate, gunicorn ends the handshake.
+        api = local[proxy["ports"][0]["name"]]
+        assert get(api, context, host) == 200
+        # Not on the public port: the admin console and the metrics.
+        assert get(api, context, host, "/admin/login/") == 404
+        assert get(api, context, host, "/metrics") == 404
+        # Without a client certificate, nothing is served.
         bare = ssl.create_default_context(cafile=str(tmp_path / "moai-ca.crt"))
-        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-            get(port, bare, host)
+        with contextlib.suppress(ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            assert get(api, bare, host) == 400
+        # Prometheus, with the chart's client certificate, on the metrics port: /metrics only.
+        prometheus = ssl.create_default_context(cafile=str(tmp_path / "moai-ca.crt"))
+        prometheus.load_cert_chain(tmp_path / "prom.crt", tmp_path / "prom.key")
+        assert get(local["metrics"], prometheus, host, "/metrics") == 200
+        assert get(local["metrics"], prometheus, host, "/healthz") == 404
+        with contextlib.suppress(ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            assert get(local["metrics"], bare, host, "/metrics") == 400
+        # Operators, through kubectl port-forward to the loopback admin port: the admin console.
+        operator = ssl.create_default_context(cafile=str(tmp_path / "moai-ca.crt"))
+        assert get(local["admin"], operator, "localhost", "/admin/login/") == 200
     finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
+        for process in (nginx, gunicorn):
+            process.terminate()
+        for process in (nginx, gunicorn):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def get(port: int, context: ssl.SSLContext, host: str) -> int:
+def get(port: int, context: ssl.SSLContext, host: str, path: str = "/healthz") -> int:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
     ):
         connection = http.client.HTTPConnection(host, port)
         connection.sock = tls
-        connection.request("GET", "/healthz", headers={"Host": host})
+        connection.request("GET", path, headers={"Host": host})
         return connection.getresponse().status
 
 

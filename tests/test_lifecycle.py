@@ -187,6 +187,24 @@ def test_job_submission_is_rate_limited_per_client(alice, mallory, logreg, open_
     assert submit(mallory, mallorys, ciphertext).status_code == 202  # another client has its own budget
 
 
+def test_every_endpoint_is_rate_limited_per_client(alice, mallory, logreg, open_session, bundles, monkeypatch):
+    monkeypatch.setattr(ClientRateThrottle, "THROTTLE_RATES", {"requests": "6/min", "sessions": "100/min"})
+    context_id = open_session(alice, logreg)  # 1 of alice's 6 calls
+    job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]  # 2
+    calls = [
+        lambda: alice.http.get("/api/v1/models"),
+        lambda: alice.http.get(f"/api/v1/models/{LOGREG}"),
+        lambda: alice.http.get(f"/api/v1/sessions/{context_id}"),
+        lambda: alice.http.get(f"/api/v1/jobs/{job_id}"),
+    ]
+    assert [call().status_code for call in calls] == [200, 200, 200, 200]
+    for call in [*calls, lambda: alice.http.get(f"/api/v1/jobs/{job_id}/result")]:
+        limited = call()
+        assert (limited.status_code, error_code(limited)) == (429, "rate_limited")
+        assert int(limited["Retry-After"]) > 0
+    assert mallory.http.get("/api/v1/models").status_code == 200  # another client has its own budget
+
+
 def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bundles, settings):
     settings.MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = 2
     first = open_session(alice, logreg)
@@ -206,3 +224,21 @@ def test_queue_status_counts_per_model(queued):
     [row] = json.loads(run("queue_status", "--json"))
     assert (row["model"], row["queued"], row["running"]) == (LOGREG, 1, 0)
     assert row["oldest_queued_seconds"] >= 0
+
+
+@pytest.mark.parametrize(("behind_proxy", "recorded"), [(True, "203.0.113.9"), (False, "127.0.0.1")])
+def test_the_audit_names_the_address_the_proxy_saw_only_behind_the_proxy(
+    alice, logreg, open_session, settings, behind_proxy, recorded
+):
+    """Behind the service's nginx (MOAI_BEHIND_PROXY) the client's address is nginx's X-Real-IP;
+    reachable directly, a client could write any address there, so it is ignored."""
+    from rest_framework.test import APIClient
+
+    settings.MOAI_BEHIND_PROXY = behind_proxy
+    http = APIClient()  # a fresh client: its handler reads the setting when it first runs
+    http.credentials(HTTP_AUTHORIZATION=f"Bearer {alice.api_key}", HTTP_X_REAL_IP="203.0.113.9")
+    alice.http = http
+    context_id = open_session(alice, logreg)
+    record = AuditRecord.objects.filter(target_id=context_id).order_by("pk").first()
+    assert record is not None
+    assert record.source == recorded

@@ -60,3 +60,26 @@ def test_the_audit_key_is_required_in_production_and_may_come_from_a_file(tmp_pa
     assert "at least 32 characters" in settings_with(MOAI_AUDIT_KEY="short").stderr
     done = settings_with(MOAI_AUDIT_KEY_FILE=str(key_file), MOAI_AUDIT_PREVIOUS_KEYS="a" * 32 + "," + "b" * 32)
     assert done.stdout.split(" ", 1) == ["k" * 64, f"['{'a' * 32}', '{'b' * 32}']\n"], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "False"),
+        ({"MOAI_TLS_CERT": "/any/cert.pem"}, "True"),
+        ({"MOAI_TLS_CERT": "/c", "MOAI_HTTPS": "0"}, "False"),
+    ],
+)
+def test_https_hardening_is_on_whenever_gunicorn_serves_tls(tmp_path, extra, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOAI_TLS", "MOAI_HTTPS"))}
+    env.update(DEBUG="1", MOAI_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="moai_site.settings", **extra)
+    code = "from django.conf import settings; print(settings.MOAI_HTTPS, getattr(settings, 'SECURE_HSTS_SECONDS', 0))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == expected
+    assert (int(out[1]) > 0) == (expected == "True")

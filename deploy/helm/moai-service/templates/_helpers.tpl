@@ -294,6 +294,10 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
   value: {{ .Values.moai.rateLimitSessions | quote }}
 - name: MOAI_RATE_LIMIT_JOBS
   value: {{ .Values.moai.rateLimitJobs | quote }}
+- name: MOAI_RATE_LIMIT_REQUESTS
+  value: {{ .Values.moai.rateLimitRequests | quote }}
+- name: MOAI_MAX_WAITS_PER_CLIENT
+  value: {{ .Values.moai.maxWaitsPerClient | int64 | quote }}
 - name: MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT
   value: {{ .Values.moai.maxActiveSessionsPerClient | int64 | quote }}
 - name: MOAI_WORKER_METRICS_PORT
@@ -442,5 +446,27 @@ tolerations:
 {{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+nginx's own answers in the API's JSON error format, for one server block of the proxy. Each item:
+(nginx status, status sent, code, message). 494 is nginx's code for headers over its buffers.
+A request line nginx cannot read (over 8 KiB) has no URI to redirect with: nginx answers it itself.
+*/}}
+{{- define "moai.proxyErrorPages" -}}
+{{- range . }}
+error_page {{ index . 0 }} ={{ index . 1 }} @error{{ index . 0 }};
+{{- end }}
+{{- range . }}
+location @error{{ index . 0 }} {
+    default_type application/json;
+    {{- if eq (index . 1) 503 }}
+    add_header Retry-After "5" always;
+    {{- else if eq (index . 1) 429 }}
+    add_header Retry-After "1" always;
+    {{- end }}
+    return {{ index . 1 }} '{{ dict "error" (dict "code" (index . 2) "message" (index . 3)) | toJson }}';
+}
 {{- end }}
 {{- end -}}

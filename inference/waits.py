@@ -1,0 +1,94 @@
+"""Slots for held requests: each client holds at most ``MOAI_MAX_WAITS_PER_CLIENT`` waits.
+
+A ``GET /jobs/{id}?wait=N`` (or ``.../result?wait=N``) holds a gunicorn thread for up to
+30 s. Without a bound, one client with a few dozen held requests takes every thread of
+the web tier from everybody else. A request that gets no slot is answered at once with
+the job's current state, exactly as with ``wait=0``.
+
+With Redis the slots are counted across every web process: a sorted set per client whose
+members are the held requests, scored by the time each one's slot lapses by itself (its
+wait plus a margin). A process that dies holding slots therefore leaks them only until
+then. With the embedded defaults (one host, no Redis) a process-local count is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from ops.redis_client import shared_redis
+
+logger = logging.getLogger(__name__)
+
+KEY = "moai:waits:{}"
+# A held slot lapses this long after its wait should have ended, should its release be lost.
+MARGIN_SECONDS = 30.0
+
+# Drop lapsed slots, count the rest, take one if under the cap: atomic in Redis, so two
+# processes cannot both take the last slot.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+_local_lock = threading.Lock()
+_local_counts: dict[int, int] = {}
+
+
+@contextlib.contextmanager
+def wait_slot(client_id: int, seconds: float) -> Iterator[bool]:
+    """Yield True while holding one of the client's wait slots, False when none is free."""
+    cap = settings.MOAI_MAX_WAITS_PER_CLIENT
+    if seconds <= 0 or cap <= 0:
+        yield False
+        return
+    if settings.REDIS_URL:
+        with _redis_slot(client_id, seconds, cap) as held:
+            yield held
+        return
+    with _local_slot(client_id, cap) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _redis_slot(client_id: int, seconds: float, cap: int) -> Iterator[bool]:
+    key, token = KEY.format(client_id), uuid.uuid4().hex
+    now = time.time()
+    lapse = seconds + MARGIN_SECONDS
+    try:
+        held = bool(shared_redis().eval(_ACQUIRE, 1, key, now, now + lapse, cap, token, int(lapse) + 1))
+    except Exception as exc:
+        # Redis down: the request answers at once rather than holding a thread unbounded.
+        logger.warning("wait slots unavailable", extra={"error": str(exc)[:200]})
+        held = False
+    try:
+        yield held
+    finally:
+        if held:
+            with contextlib.suppress(Exception):
+                shared_redis().zrem(key, token)
+
+
+@contextlib.contextmanager
+def _local_slot(client_id: int, cap: int) -> Iterator[bool]:
+    with _local_lock:
+        held = _local_counts.get(client_id, 0) < cap
+        if held:
+            _local_counts[client_id] = _local_counts.get(client_id, 0) + 1
+    try:
+        yield held
+    finally:
+        if held:
+            with _local_lock:
+                _local_counts[client_id] -= 1
