@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from inference import blobs
-from ops import metrics
+from ops import exit_status, metrics
 from ops.tempdirs import tempfiles_in
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class LoadedModel:
             result = self.server.run(value, evaluation_keys=keys)
         except RuntimeError as exc:
             raise CircuitInputError(str(exc)) from exc
+        finally:
+            exit_status.ignore_sigpipe()
         output: bytes = result.serialize()
         return output
 

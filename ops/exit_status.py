@@ -1,4 +1,4 @@
-"""Keep a process's real exit status once it has run a Concrete circuit.
+"""Keep a process's exit status, and its SIGPIPE handling, once it has run a Concrete circuit.
 
 concrete-python 2.10.0 (the version concrete-ml 1.9.0 pins) registers, in
 ``concrete/compiler/__init__.py``, ``atexit.register(_terminate_df_parallelization)``.
@@ -21,10 +21,13 @@ Imports nothing from Django or Concrete: it must be installable before either.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib.abc
 import importlib.machinery
+import signal
 import sys
 from collections.abc import Sequence
+from functools import cache
 from types import ModuleType
 
 MODULE = "concrete.compiler"
@@ -75,3 +78,29 @@ class _Loader(importlib.abc.Loader):
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         _drop_handler(module)
+
+
+def ignore_sigpipe() -> None:
+    """Put SIGPIPE back to "ignored" after Concrete's runtime took it over.
+
+    concrete-python 2.10.0 installs a handler for SIGPIPE when the first circuit runs in a
+    process (seen in /proc/self/status: ignored before, caught after). Python ignores
+    SIGPIPE so that writing to a closed socket or pipe raises BrokenPipeError; with that
+    handler the same write crashes the whole process with a stack dump (seen: exit 139).
+    A pool process writing to a database or Redis connection that just broke, or the test
+    process writing a body the server refused, must get the exception, not die. Called
+    after each circuit run; libc's ``signal`` rather than Python's, which works only in
+    the main thread (batch inputs run in threads).
+    """
+    _libc().signal(signal.SIGPIPE, _SIG_IGN)
+
+
+_SIG_IGN = 1
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return libc

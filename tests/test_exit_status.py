@@ -36,7 +36,7 @@ RUN_CIRCUIT = textwrap.dedent(
 
     def run_circuit() -> bytes:
         work = Path(os.environ["MOAI_EXIT_TEST_DIR"])
-        model = LoadedModel(work / "server.zip")
+        model = LoadedModel(work / "server.zip", work / "runtime-files")
         keys = fhe.EvaluationKeys.deserialize((work / "keys.bin").read_bytes())
         return model.run((work / "input.bin").read_bytes(), keys)
     """
@@ -96,3 +96,21 @@ def test_pytest_with_a_failing_test_exits_non_zero_after_a_circuit_ran(circuit_d
     )
     assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
     assert done.returncode == 1, done.stdout[-3000:]
+
+
+def test_writing_to_a_closed_pipe_after_a_circuit_raises_instead_of_crashing(circuit_dir):
+    # concrete-python 2.10.0's runtime takes SIGPIPE over at the first circuit run; a write to
+    # a closed pipe then killed the process (exit 139) instead of raising BrokenPipeError.
+    code = RUN_CIRCUIT + textwrap.dedent(
+        """
+        assert run_circuit()
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            os.write(write_end, b"x")
+        except BrokenPipeError:
+            raise SystemExit(4)
+        """
+    )
+    done = _python(circuit_dir, "-c", code)
+    assert done.returncode == 4, done.stderr[-2000:]
