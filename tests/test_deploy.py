@@ -1399,3 +1399,28 @@ def test_runbook_builds_and_pushes_the_image_the_chart_deploys(renders):
     assert build[-1] == "."
     (push,) = [c for c in commands if c[1] == "push"]
     assert push[2] == image
+
+
+def test_runbook_scrape_configuration_names_the_charts_secret_services_and_ports(renders):
+    """The runbook's prometheus.yml for mTLS without the operator parses and points at what the chart makes."""
+    (block,) = code_blocks(RUNBOOK.read_text(), "prometheus")
+    config = yaml.safe_load(block)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"moai-web", "moai-worker"}
+    assert config["rule_files"] == [ALERTS_FILE.name]
+    objects = renders["production"]
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    secrets = {o["metadata"]["name"] for o in objects if o["kind"] == "Secret"}
+    monitors = {o["metadata"]["name"]: o for o in renders["production"] if o["kind"] == "ServiceMonitor"}
+    for job in jobs.values():
+        assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [NAMESPACE]
+        (keep,) = job["relabel_configs"]
+        service, port = keep["regex"].split(";")
+        assert port in {p["name"] for p in services[service]["spec"]["ports"]}, (service, port)
+    tls = jobs["moai-web"]["tls_config"]
+    assert jobs["moai-web"]["scheme"] == "https"
+    folders = {Path(tls[name]).parent.name for name in ("ca_file", "cert_file", "key_file")}
+    assert folders == {f"{RELEASE}-metrics-client"}
+    assert folders <= secrets
+    web_monitor = monitors[f"{RELEASE}-web"]["spec"]["endpoints"][0]
+    assert tls["server_name"] == web_monitor["tlsConfig"]["serverName"]
