@@ -293,7 +293,11 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
     for _ in range(CLAIM_TRIES):
         job_id = _next_job_id(set(warm_sessions))
         if job_id is None:
-            return None
+            # The client whose turn it was may have had its last job taken meanwhile by another
+            # process: only an empty queue ends this message's turn.
+            if not Job.objects.filter(status=Job.Status.QUEUED).exists():
+                return None
+            continue
         now = timezone.now()
         claimed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
             status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,

@@ -184,3 +184,22 @@ def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatc
     with pytest.raises(runtime.CircuitInputError):
         runtime.run_side_by_side(work, range(10), parallel=2)
     assert len(started) < 10
+
+
+def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(two_sessions_jobs, mallory, monkeypatch):
+    """The turn is read, then the client's oldest job: another process may take that job in between.
+    The message must still take a queued job, or that job is left without a turn (seen under load)."""
+    real_turn = services._client_whose_turn_it_is
+    calls = []
+
+    def served_meanwhile():
+        calls.append(1)
+        # The first answer names a client whose queue another process has just emptied.
+        return mallory.client.pk if len(calls) == 1 else real_turn()
+
+    monkeypatch.setattr(services, "_client_whose_turn_it_is", served_meanwhile)
+    claimed = services.claim_job("message-1")
+    assert claimed is not None
+    assert claimed.status == "running"
+    assert len(calls) == 2
+    assert Job.objects.filter(status="queued").count() == 1
