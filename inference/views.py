@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import notify, services, uploads, waits
+from inference import services, uploads, waits
 from inference.ciphertexts import body_limit, check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
@@ -130,9 +130,6 @@ def _job_or_404(request: Request, job_id: str) -> Job:
     return job
 
 
-MAX_WAIT_SECONDS = 30.0
-
-
 class JobDetailView(APIView):
     @extend_schema(
         operation_id="get_job",
@@ -142,7 +139,7 @@ class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         """``?wait=N`` (seconds, at most 30) holds the answer until the job ends or N passes."""
         job = _job_or_404(request, job_id)
-        held = _hold_until_ended(job, _wait_seconds(request))
+        held = waits.hold_until_ended(job, _wait_seconds(request))
         return _mark_refused_wait(Response(job_json(job)), held)
 
     @extend_schema(operation_id="cancel_job", responses={202: JobOut, **errors(404, 409)})
@@ -166,7 +163,7 @@ class JobResultView(APIView):
         """``?wait=N`` holds the answer until the job ends or N passes: submit, then one request for the result."""
         job = _job_or_404(request, job_id)
         index = _index(request, job)
-        held = _hold_until_ended(job, _wait_seconds(request))
+        held = waits.hold_until_ended(job, _wait_seconds(request))
         if job.status in (Job.Status.QUEUED, Job.Status.RUNNING):
             unfinished = ApiError(
                 409, "job_not_finished", f"The job is {job.status}; poll GET /jobs/{{id}} until it ends."
@@ -186,26 +183,6 @@ class JobResultView(APIView):
         return response
 
 
-def _hold_until_ended(job: Job, seconds: float) -> bool | None:
-    """Wait up to ``seconds`` for the job to end (woken by the worker), then reload it.
-
-    None when there was nothing to wait for; False when the client already holds
-    ``MOAI_MAX_WAITS_PER_CLIENT`` waits, so this one answers at once with the current state.
-    """
-    if not seconds or job.status in Job.FINISHED:
-        return None
-    with waits.wait_slot(job.client_id, seconds) as held:
-        if not held:
-            return False
-
-        def ended() -> bool:
-            job.refresh_from_db()  # one query per check, and the answer is the fresh row
-            return job.status in Job.FINISHED
-
-        notify.wait_for(str(job.pk), ended, seconds)
-    return True
-
-
 def _mark_refused_wait(response: Response, held: bool | None) -> Response:
     """A wait refused for the client's cap is answered at once; Retry-After tells it not to spin."""
     if held is False:
@@ -214,16 +191,7 @@ def _mark_refused_wait(response: Response, held: bool | None) -> Response:
 
 
 def _wait_seconds(request: Request) -> float:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT_SECONDS or wait != wait:  # NaN compares unequal to itself
-        raise ApiError(400, "invalid_request", f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}.")
-    return wait
+    return waits.wait_seconds(request.query_params.get("wait"))
 
 
 def _index(request: Request, job: Job) -> int:

@@ -22,6 +22,9 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from inference import notify
+from inference.models import Job
+from ops.errors import ApiError
 from ops.redis_client import shared_redis
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+MAX_WAIT_SECONDS = 30.0
 
 _local_lock = threading.Lock()
 _local_counts: dict[int, int] = {}
@@ -92,3 +97,36 @@ def _local_slot(client_id: int, cap: int) -> Iterator[bool]:
         if held:
             with _local_lock:
                 _local_counts[client_id] -= 1
+
+
+def wait_seconds(raw: str | None) -> float:
+    """The ``wait`` query parameter: seconds from 0 to MAX_WAIT_SECONDS, 0 when absent."""
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_SECONDS or wait != wait:  # NaN compares unequal to itself
+        raise ApiError(400, "invalid_request", f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}.")
+    return wait
+
+
+def hold_until_ended(job: Job, seconds: float) -> bool | None:
+    """Wait up to ``seconds`` for the job to end (woken by the worker), then reload it.
+
+    None when there was nothing to wait for; False when the client already holds
+    ``MOAI_MAX_WAITS_PER_CLIENT`` waits, so this one answers at once with the current state.
+    """
+    if not seconds or job.status in Job.FINISHED:
+        return None
+    with wait_slot(job.client_id, seconds) as held:
+        if not held:
+            return False
+
+        def ended() -> bool:
+            job.refresh_from_db()  # one query per check, and the answer is the fresh row
+            return job.status in Job.FINISHED
+
+        notify.wait_for(str(job.pk), ended, seconds)
+    return True
