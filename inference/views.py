@@ -90,18 +90,38 @@ class JobSubmitView(APIView):
     @extend_schema(
         operation_id="submit_job",
         request={"application/octet-stream": BINARY, "multipart/form-data": BatchIn},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
-        responses={202: JobOut, **errors(400, 404, 409, 410, 411, 413, 415)},
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter(
+                "wait",
+                float,
+                description="single input only: hold up to this many seconds (max 30) and answer 200 with the "
+                "output bytes if the job ends meanwhile (202 with the job otherwise)",
+            ),
+        ],
+        responses={
+            202: JobOut,
+            (200, "application/octet-stream"): OpenApiResponse(BINARY),
+            **errors(400, 404, 409, 410, 411, 413, 415),
+        },
     )
-    def post(self, request: Request, context_id: str) -> Response:
+    def post(self, request: Request, context_id: str) -> Response | FileResponse:
+        """One input with ``?wait=N``: submit, run and answer with the output in one round trip."""
         session = active_session_or_error(request, context_id)
         key = request.headers.get("Idempotency-Key") or None
+        wait = _wait_seconds(request)
         if key is not None and len(key) > 200:
             raise ApiError(400, "invalid_request", "Idempotency-Key is longer than 200 characters.")
         max_inputs = settings.MOAI_MAX_BATCH_INPUTS
         limit = body_limit(request._request, session.model_version, max_inputs, settings.MOAI_MAX_CIPHERTEXT_BYTES)
         with uploads.spooled_inputs(request._request, "inputs", limit) as paths:
             check_inputs(paths, session.model_version, max_inputs)
+            if wait and len(paths) > 1:
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    "wait applies to single-input submissions; for a batch, submit and wait on its results.",
+                )
             try:
                 job, _created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
             except SessionEndedError:
@@ -113,8 +133,35 @@ class JobSubmitView(APIView):
                     "This Idempotency-Key was used for a different body.",
                     job_id=str(exc),
                 ) from None
-        body = job_json(job)
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/jobs/{job.id}"})
+        held = waits.hold_until_ended(job, wait)
+        if wait and job.status in Job.FINISHED:
+            return _ended_submission(job)
+        response = Response(
+            job_json(job), status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/jobs/{job.id}"}
+        )
+        return _mark_refused_wait(response, held)
+
+
+def _ended_submission(job: Job) -> FileResponse:
+    """The answer to ``POST .../jobs?wait=N`` for a job that ended within the wait: its output, or why not."""
+    if job.status != Job.Status.SUCCEEDED:
+        error = job.error_code or job.status
+        raise ApiError(
+            409, "job_failed", f"The job ended {job.status} ({error}); it has no result.", job_id=str(job.id)
+        )
+    response = _output_response(job, 0)
+    response.status_code = status.HTTP_200_OK
+    response["Location"] = f"/api/v1/jobs/{job.id}"
+    response["X-Moai-Job-Id"] = str(job.id)
+    return response
+
+
+def _output_response(job: Job, index: int) -> FileResponse:
+    if job.blobs_erased or not default_storage.exists(job.output_name(index)):  # the attempt that succeeded
+        raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
+    response = FileResponse(default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream")
+    response["X-Moai-Output-Index"] = str(index)
+    return response
 
 
 def _job_or_404(request: Request, job_id: str) -> Job:
@@ -174,13 +221,7 @@ class JobResultView(APIView):
         if job.status != Job.Status.SUCCEEDED:
             error = job.error_code or job.status
             raise ApiError(409, "job_failed", f"The job ended {job.status} ({error}); it has no result.")
-        if job.blobs_erased or not default_storage.exists(job.output_name(index)):  # the attempt that succeeded
-            raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
-        response = FileResponse(
-            default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream"
-        )
-        response["X-Moai-Output-Index"] = str(index)
-        return response
+        return _output_response(job, index)
 
 
 def _mark_refused_wait(response: Response, held: bool | None) -> Response:

@@ -235,12 +235,48 @@ class MoaiClient:
                 if time.monotonic() >= deadline:
                     raise MoaiTimeout(f"job {job_id} not finished after {timeout} s")
 
+    def run_one(
+        self, session: Session, ciphertext: bytes, timeout: float = 600.0, idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """Submit one input and get its output, in one round trip when the job ends within 20 s.
+
+        ``POST .../jobs?wait=`` answers with the output bytes (200) when the job ends in
+        time, else with the job (202), whose output is then awaited as for any job. A retry
+        with the same ``idempotency_key`` returns the same job's output, never a second job.
+        MoaiJobFailed if the job did not succeed."""
+        key = idempotency_key or str(uuid.uuid4())
+        hold = max(0.0, min(20.0, timeout))
+        try:
+            response = self.http.request(
+                "POST",
+                f"sessions/{session.context_id}/jobs",
+                params={"wait": f"{hold:.3f}"},
+                data=ciphertext,
+                headers={"Content-Type": "application/octet-stream", "Idempotency-Key": key},
+                timeout=hold + self.http.timeout,
+            )
+        except MoaiApiError as exc:
+            if exc.code == "job_failed" and "job_id" in exc.details:
+                raise MoaiJobFailed(self.job(str(exc.details["job_id"]))) from None
+            raise
+        if response.status_code == 200:
+            job_id = response.headers["X-Moai-Job-Id"]
+            return {"job_id": job_id, "status": "succeeded", "inputs": 1}, response.content
+        job: dict[str, Any] = response.json()
+        return job, self.outputs(job, timeout=timeout)[0]
+
     def predict(self, session: Session, X: Any, timeout: float = 600.0) -> Prediction:
         """Encrypt each row of raw features, run them as one job, wait for its outputs, and decrypt them.
 
+        One row takes one round trip (``run_one``); several run as one batch job.
         Rows that are not the model's features are refused (MoaiError) before any request."""
         started = time.perf_counter()
-        job = self.submit(session, session.encrypt(X))
+        ciphertexts = session.encrypt(X)
+        if len(ciphertexts) == 1:
+            job, output = self.run_one(session, ciphertexts[0], timeout=timeout)
+            scores = session.decrypt([output])
+            return Prediction(scores=scores, job=job, seconds=time.perf_counter() - started)
+        job = self.submit(session, ciphertexts)
         scores = session.decrypt(self.outputs(job, timeout=timeout))
         # Only a job that succeeded has outputs: the job as submitted, with that status.
         job = {**job, "status": "succeeded"}

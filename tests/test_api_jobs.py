@@ -255,3 +255,48 @@ def test_a_client_holds_at_most_its_wait_slots_and_lost_ones_lapse(
         with waits.wait_slot(alice.client.pk, 30) as held, waits.wait_slot(alice.client.pk, 30) as over:
             assert (held, over) == (True, False)
         shared_redis().delete(key)
+
+
+def test_submission_with_wait_answers_202_when_the_job_outlasts_it_then_the_output_on_repeat(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    """``POST .../jobs?wait=N``: the job cannot run during the first request here (its message
+    is only sent once the callbacks run), so the wait runs out and the answer is the job (202);
+    the same Idempotency-Key repeated after the job ended answers with its output, not a second job."""
+    bundle = bundles[LOGREG]
+    ciphertext = bundle.encrypt(2)
+    path = f"/api/v1/sessions/{context_id}/jobs"
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        waited = post_bytes(alice.http, f"{path}?wait=0.2", ciphertext, HTTP_IDEMPOTENCY_KEY="once")
+    assert waited.status_code == 202, waited.content
+    assert waited.json()["status"] == "queued"
+    for callback in callbacks:
+        callback()
+    repeat = post_bytes(alice.http, f"{path}?wait=5", ciphertext, HTTP_IDEMPOTENCY_KEY="once")
+    assert repeat.status_code == 200, repeat.content
+    assert repeat["Content-Type"] == "application/octet-stream"
+    assert repeat["X-Moai-Job-Id"] == waited.json()["job_id"]
+    assert bundle.decrypt_label(b"".join(repeat.streaming_content)) == int(bundle.samples["clear_prediction"][2])
+    assert Job.objects.count() == 1
+
+
+def test_submission_with_wait_refuses_batches_bad_waits_and_reports_a_failed_job(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    path = f"/api/v1/sessions/{context_id}/jobs"
+    two = [SimpleUploadedFile(f"{i}.bin", bundles[LOGREG].encrypt(i)) for i in range(2)]
+    batch = alice.http.post(f"{path}?wait=5", {"inputs": two}, format="multipart")
+    assert (batch.status_code, error_code(batch)) == (400, "invalid_request")
+    for bad in ("31", "-1", "soon", "nan"):
+        response = post_bytes(alice.http, f"{path}?wait={bad}", bundles[LOGREG].encrypt(0))
+        assert (response.status_code, error_code(response)) == (400, "invalid_request"), bad
+    assert Job.objects.count() == 0
+    ciphertext = bundles[LOGREG].encrypt(0)  # encryption is randomized: a repeat sends the same bytes
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = post_bytes(alice.http, path, ciphertext, HTTP_IDEMPOTENCY_KEY="k").json()["job_id"]
+    from inference import services
+
+    services.fail_job(job_id, "invalid_ciphertext", "test")
+    failed = post_bytes(alice.http, f"{path}?wait=5", ciphertext, HTTP_IDEMPOTENCY_KEY="k")
+    assert (failed.status_code, error_code(failed)) == (409, "job_failed")
+    assert failed.json()["error"]["job_id"] == job_id

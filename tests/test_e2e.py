@@ -270,3 +270,26 @@ def test_invalidating_a_client_erases_its_keys_from_storage_and_every_worker(sta
     assert other.context_id in _cached_sessions()  # another client's keys stay warm
     with pytest.raises(Exception, match="context_invalidated"):
         owner.predict(owned[0], rows, timeout=30)
+
+
+def test_one_input_is_submitted_run_and_answered_in_one_request(stack, owner, logreg, bundles):
+    """``POST .../jobs?wait=`` on real processes: the worker ends the job while the request
+    holds, and the answer is the output itself; the client library's single-row predict uses it."""
+    bundle = bundles["breast-cancer-logreg"]
+    session = owner.open_session("breast-cancer-logreg")
+    ciphertext = session.encrypt(bundle.samples["X"][:1])[0]
+    response = requests.post(
+        f"{stack.url}/api/v1/sessions/{session.context_id}/jobs?wait=30",
+        data=ciphertext,
+        headers={**owner.http.session.headers, "Content-Type": "application/octet-stream", "Idempotency-Key": "one"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    job = Job.objects.get(pk=response.headers["X-Moai-Job-Id"])
+    assert job.status == Job.Status.SUCCEEDED
+    assert (
+        session.decrypt([response.content]).argmax(axis=1).tolist() == bundle.samples["clear_prediction"][:1].tolist()
+    )
+    job_before, output = owner.run_one(session, ciphertext, idempotency_key="one")
+    assert (job_before["job_id"], output) == (str(job.pk), response.content)
+    assert Job.objects.count() == 1
