@@ -35,6 +35,9 @@ class ModelVersion(models.Model):
     preprocessing = models.CharField(max_length=300, blank=True)
     preprocessing_sha256 = models.CharField(max_length=64, blank=True)
     feature_names = models.JSONField(default=list, blank=True)
+    # A ciphertext of zeros under a key deleted at registration (blob name; "" for versions
+    # registered before warm-ups): run once with each new session's keys to decompress them.
+    warmup_input = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

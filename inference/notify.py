@@ -1,4 +1,6 @@
-"""Telling waiting web requests that a job has ended, so clients need no polling loop.
+"""Notices over Redis: a job has ended (to waiting web requests, so clients need no
+polling loop); a session opened or a model version was registered (to every pool
+process, which gets ready for their jobs ahead of time: inference.warmup).
 
 With Redis, the process that ends a job publishes its id and a request waiting in
 ``GET /jobs/{id}?wait=N`` wakes at once. With the embedded defaults (no Redis) the
@@ -8,6 +10,7 @@ waiting request re-reads the job row every few tens of milliseconds instead.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 
@@ -16,6 +19,7 @@ from django.conf import settings
 from ops.redis_client import shared_redis
 
 CHANNEL = "moai:job-ended:{}"
+WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (inference.warmup)
 POLL_SECONDS = 0.025
 
 
@@ -47,3 +51,21 @@ def wait_for(job_id: str, finished: Callable[[], bool], timeout: float) -> None:
             return
     while not finished() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+
+
+def announce_session(session_id: str) -> None:
+    """Tell every pool process that a session opened, so that they warm its keys."""
+    _publish_warmup({"session": session_id})
+
+
+def announce_model(model_version_id: int) -> None:
+    """Tell every pool process that a model version was registered, so that they load it."""
+    _publish_warmup({"model_version": model_version_id})
+
+
+def _publish_warmup(message: dict[str, object]) -> None:
+    if not settings.REDIS_URL:
+        return
+    # A lost notice costs a first job its warm-up (or a model load until the next poll), nothing else.
+    with contextlib.suppress(Exception):
+        shared_redis().publish(WARMUP_CHANNEL, json.dumps(message))

@@ -8,12 +8,12 @@ extensions do); ``concrete.ml`` would add scikit-learn, ONNX and more on top
 Both caches live for the life of the pool process. Loading ``server.zip`` compiles
 the circuit (about a second), and the first run with a freshly deserialized key
 object decompresses the keys (seconds); keeping both makes a session's next job
-pay only for its circuit (DESIGN.md).
+pay only for its circuit (DESIGN.md), and ``inference.warmup`` fills both before
+the first job asks.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -23,13 +23,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from inference import blobs
+from inference import blobs, cores
 from ops import exit_status, metrics
 from ops.tempdirs import tempfiles_in
 
@@ -90,6 +89,9 @@ class ModelCache:
                 self._models[model_version.pk] = loaded
             return loaded
 
+    def __contains__(self, model_version_id: int) -> bool:
+        return model_version_id in self._models
+
     def clear(self) -> None:
         with self._lock:
             for loaded in self._models.values():
@@ -149,25 +151,57 @@ class KeyCache:
         self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one per session being loaded
 
-    def get(self, session_id: str, keys_blob: str) -> Any:
-        with self._lock:
-            entry = self._entries.get(session_id)
-            if entry is not None:
-                self._entries.move_to_end(session_id)
-                metrics.KEY_CACHE.labels("hit").inc()
-                return entry[0]
+    def get(self, session_id: str, keys_blob: str, warm: Callable[[Any], object] | None = None) -> Any:
+        return self.fetch(session_id, keys_blob, warm)[0]
+
+    def fetch(self, session_id: str, keys_blob: str, warm: Callable[[Any], object] | None = None) -> tuple[Any, bool]:
+        """The session's keys, and whether this call loaded them (deserialized, then passed to ``warm``).
+
+        One thread loads a session's keys; another that asks meanwhile (a job arriving
+        while the warm-up runs) waits for them instead of decompressing a second copy.
+        """
+        keys = self._hit(session_id)
+        if keys is not None:
+            return keys, False
+        with self._loading_lock(session_id):
+            try:
+                keys = self._hit(session_id)
+                if keys is not None:
+                    return keys, False
+                return self._load(session_id, keys_blob, warm), True
+            finally:
+                with self._lock:
+                    self._loading.pop(session_id, None)
+
+    def _load(self, session_id: str, keys_blob: str, warm: Callable[[Any], object] | None) -> Any:
         metrics.KEY_CACHE.labels("miss").inc()
         from concrete import fhe
 
         data = blobs.read_bytes(keys_blob)
         keys = fhe.EvaluationKeys.deserialize(data)
+        if warm is not None:
+            warm(keys)
         cost = len(data) * settings.MOAI_KEY_MEMORY_FACTOR
         with self._lock:
             self._entries[session_id] = (keys, cost)
             self._used += cost
             self._evict_over_capacity(keep=session_id)
         return keys
+
+    def _hit(self, session_id: str) -> Any:
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None:
+                return None
+            self._entries.move_to_end(session_id)
+        metrics.KEY_CACHE.labels("hit").inc()
+        return entry[0]
+
+    def _loading_lock(self, session_id: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(session_id, threading.Lock())
 
     def drop(self, session_id: str) -> bool:
         with self._lock:
@@ -200,14 +234,9 @@ class KeyCache:
         return self._used
 
 
-def openmp_threads() -> int:
-    """The OpenMP threads this process may use (celery.py sets them per pool process)."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
-
-
-def batch_parallelism(inputs: int) -> int:
-    """How many of a job's ``inputs`` run side by side (``MOAI_BATCH_PARALLELISM``)."""
-    configured = settings.MOAI_BATCH_PARALLELISM or openmp_threads()
+def batch_parallelism(inputs: int, threads: int) -> int:
+    """How many of a job's ``inputs`` run side by side (``MOAI_BATCH_PARALLELISM``, else one per thread)."""
+    configured = settings.MOAI_BATCH_PARALLELISM or threads
     return max(1, min(configured, inputs))
 
 
@@ -216,18 +245,19 @@ def run_side_by_side(
     indexes: Sequence[int],
     parallel: int,
     between_rounds: Callable[[], None] | None = None,
+    threads: int = 1,
 ) -> None:
     """Call ``work`` on each index, in rounds of ``parallel`` at a time, and wait for all of them.
 
     ``between_rounds`` runs before every round but the first (the task re-checks its
     session there). One round of one runs inline; otherwise one thread pool serves the
-    whole batch, each of its threads with its share of the process's OpenMP threads, so
-    that the cores are shared rather than oversubscribed. An error in one call (or the
+    whole batch, each of its threads with its share of the job's ``threads`` (OpenMP),
+    so that the cores are shared rather than oversubscribed. An error in one call (or the
     soft time limit) is raised here once the calls already started have ended: a circuit
     cannot be interrupted, and the next job must not share the cores with this one's
     leftovers. None is started after the error.
     """
-    share = max(1, openmp_threads() // parallel)
+    share = max(1, threads // parallel)
     pool = None
     if parallel > 1:
         pool = ThreadPoolExecutor(parallel, thread_name_prefix="batch", initializer=_limit_openmp, initargs=(share,))
@@ -247,21 +277,7 @@ def run_side_by_side(
 
 
 def _limit_openmp(threads: int) -> None:
-    """Set the OpenMP team size of the calling thread only (an OpenMP per-thread setting)."""
-    library = _openmp_library()
-    if library is not None:
-        library.omp_set_num_threads(threads)
-
-
-@cache
-def _openmp_library() -> ctypes.CDLL | None:
-    """The OpenMP runtime Concrete loaded into this process (a private copy in its wheel)."""
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "/libomp" in line}
-    if not paths:
-        logger.warning("no OpenMP runtime loaded; batch threads keep the process's OpenMP setting")
-        return None
-    return ctypes.CDLL(sorted(paths)[0])
+    cores.set_openmp_threads(threads)
 
 
 models = ModelCache()

@@ -63,6 +63,9 @@ def register_model(
             if prep:
                 # The bytes that were checked, not the file again: the digest is of what is served.
                 stored.append(blobs.save_bytes(f"{prefix}/preprocessing.skops", prep.data))
+            warmup_input = blobs.save_bytes(f"{prefix}/warmup.bin", facts.warmup_input) if facts.warmup_input else ""
+            if warmup_input:
+                stored.append(warmup_input)
             model = ModelVersion.objects.create(
                 name=name,
                 version=version,
@@ -78,6 +81,7 @@ def register_model(
                 preprocessing=stored[2] if prep else "",
                 preprocessing_sha256=prep.sha256 if prep else "",
                 feature_names=names,
+                warmup_input=warmup_input,
             )
             audit.record(
                 actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256,
@@ -87,6 +91,7 @@ def register_model(
         for name_ in stored:
             blobs.delete(name_)
         raise
+    transaction.on_commit(partial(notify.announce_model, model.pk))
     return model
 
 

@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from inference import blobs, runtime, services
+from inference import blobs, cores, runtime, services
 from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from inference.models import Job
 from ops import metrics
@@ -117,10 +117,21 @@ def _run(job: Job) -> None:
     _check_session(job)
     model = runtime.models.get(job.model_version)
     try:
-        keys = runtime.keys.get(str(job.session_id), job.session.keys_blob)
+        keys, loaded = runtime.keys.fetch(str(job.session_id), job.session.keys_blob)
     except (OSError, RuntimeError) as exc:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc
+    with cores.job_running() as threads:
+        # After the model load: the OpenMP runtime is in the process by now.
+        reported = cores.set_openmp_threads(threads)
+        logger.info(
+            "job threads", extra={"job_id": str(job.pk), "openmp_threads": reported, "keys_loaded_by_job": loaded}
+        )
+        _run_inputs(job, model, keys, threads)
+    _surviving_db_outage(services.finish_job, job)
+
+
+def _run_inputs(job: Job, model: runtime.LoadedModel, keys: Any, threads: int) -> None:
 
     def run_input(index: int) -> None:
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
@@ -129,10 +140,8 @@ def _run(job: Job) -> None:
         blobs.save_bytes(name, output)
 
     # The session may end while a batch runs: it is checked again between rounds.
-    runtime.run_side_by_side(
-        run_input, range(job.input_count), runtime.batch_parallelism(job.input_count), partial(_check_session, job)
-    )
-    _surviving_db_outage(services.finish_job, job)
+    parallel = runtime.batch_parallelism(job.input_count, threads)
+    runtime.run_side_by_side(run_input, range(job.input_count), parallel, partial(_check_session, job), threads)
 
 
 @task_failure.connect

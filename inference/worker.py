@@ -1,4 +1,7 @@
-"""Life of a Celery pool process: its key-cache janitor and its status file.
+"""Life of a Celery pool process: its warm-up loop, its key-cache janitor and its status file.
+
+From its start, each pool process loads the active models' circuits and warms new
+sessions' keys in a thread of its own (``inference.warmup``).
 
 Each pool process holds warm evaluation keys in memory (inference.runtime). When a
 session ends anywhere (API, command, beat, admin), the keys must leave every
@@ -31,7 +34,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from inference import runtime
+from inference import runtime, warmup
 from inference.models import Job
 from ops import metrics
 from sessions.models import KeySession
@@ -97,6 +100,7 @@ def _start_janitor(**_: Any) -> None:
     runtime.sweep_load_folders()
     metrics.WORKER_PROCESSES.set(1)
     threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()
+    threading.Thread(target=warmup.run, args=(_stop,), name="warm-up", daemon=True).start()
 
 
 class _HostMetrics(Collector):

@@ -18,14 +18,20 @@ from celery import Celery
 def _prepare_worker_environment() -> None:
     """Set, before anything imports them, what the worker's pool processes inherit.
 
-    - ``OMP_NUM_THREADS``: the runtime's OpenMP threads per pool process, so that
-      the pool's processes share the cores instead of each taking them all.
+    - ``OMP_NUM_THREADS``: the OpenMP threads of a pool process's background work
+      (model loads, key warm-ups), its share of the cores; a job's circuit gets the
+      threads that ``inference.cores`` gives it when it starts (all cores when alone).
+    - the board on which pool processes say they are busy (``inference.cores``),
+      made here so that every pool process inherits it.
     - ``PROMETHEUS_MULTIPROC_DIR``: every pool process writes its metrics there and
       the worker's metrics endpoint sums them.
     """
-    cpus = os.cpu_count() or 1
+    from inference import cores
+
+    cpus = cores.host_cores()
     pool = int(os.environ.get("MOAI_WORKER_POOL_SIZE") or cpus)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, pool))))
+    cores.create_board()
     data_dir = Path(os.environ.get("MOAI_DATA_DIR", "var")).resolve()
     metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus" / "worker")))
     # Files of a previous run would be summed in as if their processes still existed.

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from inference import blobs
+from inference import blobs, notify
 from inference import services as job_services
 from inference.models import ModelVersion
 from inference.uploads import Spooled
@@ -95,6 +96,8 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
     except BaseException:
         blobs.delete(session.keys_blob)
         raise
+    # After commit: a pool process that hears of the session must find its row.
+    transaction.on_commit(partial(notify.announce_session, str(session.id)))
     logger.info("session opened", extra={"context_id": str(session.id), "client": client.name})
     return session
 

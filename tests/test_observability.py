@@ -114,9 +114,9 @@ def test_worker_logs_are_json_lines_with_job_fields_and_no_ciphertext(stack, own
 
     # The client is woken when the job's row commits; the worker logs its end just after.
     deadline = time.monotonic() + 10
-    while len(mine := logged()) < 2 and time.monotonic() < deadline:
+    while len(mine := logged()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [line["message"] for line in mine] == ["job running", "job succeeded"]
+    assert [line["message"] for line in mine] == ["job running", "job threads", "job succeeded"]
     assert mine[-1]["model"] == "breast-cancer-logreg"
     assert mine[-1]["client"] == "owner"
     assert mine[-1]["context_id"] == session.context_id

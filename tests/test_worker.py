@@ -152,10 +152,9 @@ def test_heartbeats_reach_the_job_a_message_claimed(two_sessions_jobs, monkeypat
 def test_batch_threads_share_the_processes_openmp_threads(monkeypatch):
     from concrete import fhe  # noqa: F401  (loads Concrete's OpenMP runtime, as a job does)
 
-    from inference import runtime
+    from inference import cores, runtime
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    library = runtime._openmp_library()
+    library = cores._openmp_library()
     assert library is not None
     seen: dict[int, tuple[str, int]] = {}
 
@@ -163,9 +162,9 @@ def test_batch_threads_share_the_processes_openmp_threads(monkeypatch):
         seen[index] = (threading.current_thread().name, library.omp_get_max_threads())
 
     before = library.omp_get_max_threads()
-    runtime.run_side_by_side(work, range(4), parallel=2)
+    runtime.run_side_by_side(work, range(4), parallel=2, threads=4)
     assert sorted(seen) == [0, 1, 2, 3]
-    assert {threads for _, threads in seen.values()} == {2}  # 4 OpenMP threads, 2 inputs at a time
+    assert {threads for _, threads in seen.values()} == {2}  # the job's 4 OpenMP threads, 2 inputs at a time
     assert all(name.startswith("batch") for name, _ in seen.values())
     assert library.omp_get_max_threads() == before  # the setting is per thread
 

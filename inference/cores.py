@@ -1,0 +1,121 @@
+"""How many OpenMP threads a job's circuit gets: all of the host's cores when it runs
+alone, its share of them when several run.
+
+A circuit runs faster on more cores (OpenMP loops inside the compiled program), but
+pool processes that each take every core fight over them. So the worker's parent,
+before it forks its pool, makes a board in shared memory with one cell per pool
+process; a process writes its pid there while it runs a job and counts the busy cells
+when a job starts. A process killed mid-job leaves its pid behind: a cell whose pid is
+not alive counts as free, and the process that replaces it (same pool index) overwrites it.
+
+The share is fixed when a job starts (a running circuit's OpenMP team cannot be resized
+from outside), so for the length of one job the cores can be oversubscribed by the
+threads of jobs that started alone; the next job takes its share of the new count.
+
+This module imports nothing but the standard library: the parent imports it before forking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+from collections.abc import Iterator
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Pool processes of one worker beyond this share the last cells' fate: they are not counted.
+MAX_POOL_PROCESSES = 256
+
+_board: Any = None  # a RawArray of pids, one cell per pool index; None outside a prefork worker
+
+
+def create_board() -> None:
+    """In the worker's parent, before the pool is forked: the children inherit the board."""
+    global _board
+    _board = multiprocessing.RawArray(ctypes.c_int, MAX_POOL_PROCESSES)
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset limits)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pool_index() -> int | None:
+    """This process's index in the worker's pool (billiard sets it on each pool process it starts)."""
+    from billiard.process import current_process
+
+    index = getattr(current_process(), "index", None)
+    return index if isinstance(index, int) else None
+
+
+def busy_elsewhere(board: Any, own: int | None) -> int:
+    """How many other pool processes are running a job now."""
+    return sum(1 for i, pid in enumerate(board) if pid and i != own and _alive(pid))
+
+
+def share_now() -> int:
+    """The threads that work starting now may take, without marking this process busy
+    (a warm-up in a background thread: the process's own jobs are not slowed by it)."""
+    index = _pool_index()
+    busy = busy_elsewhere(_board, index) if _board is not None else 0
+    return max(1, host_cores() // (1 + busy))
+
+
+@contextlib.contextmanager
+def job_running() -> Iterator[int]:
+    """Mark this pool process busy while inside; yields the OpenMP threads its job may use."""
+    cores = host_cores()
+    index = _pool_index()
+    if _board is None or index is None or index >= MAX_POOL_PROCESSES:
+        # Not a prefork pool process (a test running tasks inline, a solo worker): alone.
+        yield cores
+        return
+    _board[index] = os.getpid()
+    try:
+        yield max(1, cores // (1 + busy_elsewhere(_board, index)))
+    finally:
+        _board[index] = 0
+
+
+def set_openmp_threads(threads: int) -> int:
+    """Set the OpenMP team size of the calling thread (a per-thread setting), and return
+    what the runtime now reports for it (0 when no OpenMP runtime is loaded)."""
+    library = _openmp_library()
+    if library is None:
+        return 0
+    library.omp_set_num_threads(threads)
+    reported: int = library.omp_get_max_threads()
+    return reported
+
+
+_library: ctypes.CDLL | None = None
+
+
+def _openmp_library() -> ctypes.CDLL | None:
+    """The OpenMP runtime Concrete loaded into this process (a private copy in its wheel).
+
+    Found once it is loaded (after the first model load); not remembered as missing before.
+    """
+    global _library
+    if _library is None:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libomp" in line}
+        if not paths:
+            logger.warning("no OpenMP runtime loaded; circuits keep the process's OpenMP setting")
+            return None
+        _library = ctypes.CDLL(sorted(paths)[0])
+    return _library

@@ -1,0 +1,132 @@
+"""Making a pool process ready before a job needs it: circuits loaded, session keys warm.
+
+Loading a model's ``server.zip`` compiles its circuit, and the first run with freshly
+deserialized evaluation keys decompresses them (1.2 s for the iris tree's 34 MB keys,
+where a warm run takes 0.13 s). Neither should fall on a user's job. So each pool
+process, from its start:
+
+- loads every active model version's circuit, and again whenever a version is
+  registered (a notice on Redis; a poll every ``MOAI_MODEL_PRELOAD_SECONDS`` catches
+  a lost notice and serves the embedded defaults, which have no Redis);
+- warms every new session's keys when it opens (a notice on Redis): it deserializes
+  them and runs the model's warm-up input through the circuit once with them,
+  discarding the output. The warm-up input is a ciphertext of zeros made at
+  registration under a throwaway key that was deleted at once: a circuit does not
+  check which key encrypted its input, and a run with this session's evaluation keys
+  decompresses them all the same. Nobody can decrypt its output, and nobody reads it.
+
+Every pool process warms every session, so a session's first job finds warm keys
+wherever it runs; the key cache's bound (``MOAI_KEY_CACHE_BYTES``) still applies, least
+recently used first out. A job that arrives while its session's warm-up runs waits for
+it rather than decompressing a second copy (``runtime.KeyCache``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from inference import blobs, cores, notify, runtime
+from inference.models import ModelVersion
+from ops.redis_client import shared_redis
+from sessions.models import KeySession
+
+logger = logging.getLogger(__name__)
+
+
+def load_active_models() -> int:
+    """Load the circuit of every active model version not loaded yet; returns how many were loaded."""
+    loaded = 0
+    for model in ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE):
+        if model.pk not in runtime.models:
+            runtime.models.get(model)
+            loaded += 1
+    if loaded:
+        logger.info("models loaded ahead of jobs", extra={"models": loaded})
+    return loaded
+
+
+_warmup_inputs: dict[int, bytes] = {}
+
+
+def warm_session(session_id: str) -> bool:
+    """Deserialize a session's keys and run its model's warm-up input with them; False when
+    there is nothing to warm (ended session, a model registered without a warm-up input)."""
+    session = (
+        KeySession.objects.select_related("model_version")
+        .filter(pk=session_id, status=KeySession.Status.ACTIVE)
+        .first()
+    )
+    if session is None or not session.keys_blob or not session.model_version.warmup_input:
+        return False
+    version = session.model_version
+    model = runtime.models.get(version)
+    if version.pk not in _warmup_inputs:
+        _warmup_inputs[version.pk] = blobs.read_bytes(version.warmup_input)
+    warmup = _warmup_inputs[version.pk]
+    # The session's first job waits for this run: it takes the cores no job is using.
+    cores.set_openmp_threads(cores.share_now())
+    runtime.keys.get(str(session.pk), session.keys_blob, warm=lambda keys: model.run(warmup, keys))
+    logger.info("session keys warmed", extra={"context_id": str(session.pk), "model": version.name})
+    return True
+
+
+def run(stop: threading.Event) -> None:
+    """The warm-up loop of one pool process, until ``stop`` is set."""
+    _round(load_active_models)
+    pubsub = _subscribe()
+    while not stop.is_set():
+        message = _next_message(pubsub, stop)
+        if message is None:
+            _round(load_active_models)  # the poll: a lost notice, or no Redis
+        elif "session" in message:
+            _round(warm_session, str(message["session"]))
+        elif "model_version" in message:
+            _round(load_active_models)
+
+
+def _round(action: Any, *args: Any) -> None:
+    try:
+        close_old_connections()
+        action(*args)
+    except Exception:  # a database blip or a bad blob must not end the loop: jobs load what they need
+        logger.exception("warm-up round failed")
+    finally:
+        connection.close()  # this thread keeps no connection between rounds
+
+
+def _subscribe() -> Any:
+    if not settings.REDIS_URL:
+        return None
+    try:
+        pubsub = shared_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(notify.WARMUP_CHANNEL)
+        return pubsub
+    except Exception:
+        logger.warning("warm-up notices unavailable; models are polled, sessions warm on their first job")
+        return None
+
+
+def _next_message(pubsub: Any, stop: threading.Event) -> dict[str, Any] | None:
+    """The next notice, or None once a poll interval has passed without one."""
+    interval = settings.MOAI_MODEL_PRELOAD_SECONDS
+    if pubsub is None:
+        stop.wait(interval)
+        return None
+    try:
+        raw = pubsub.get_message(timeout=interval)
+    except Exception:
+        stop.wait(interval)  # Redis away: poll meanwhile; redis-py reconnects on the next call
+        return None
+    if raw is None or raw.get("type") != "message":
+        return None
+    try:
+        message = json.loads(raw["data"])
+    except (TypeError, ValueError):
+        return None
+    return message if isinstance(message, dict) else None
