@@ -120,10 +120,9 @@ def _client(url: str, api_key: str, data_dir: Path) -> Any:
 
 
 def _one_job(client: Any, session: Any, ciphertext: bytes) -> tuple[float, str]:
-    """Submit, then download the output as soon as the job ends (what moai_client.predict does)."""
+    """Submit and get the output, one request when the job ends within its wait (what moai_client.predict does)."""
     started = time.perf_counter()
-    job = client.submit(session, [ciphertext])
-    client.outputs(job, timeout=600)
+    job, _ = client.run_one(session, ciphertext, timeout=600)
     return (time.perf_counter() - started) * 1000, job["job_id"]
 
 

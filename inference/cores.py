@@ -40,8 +40,24 @@ def create_board() -> None:
 
 
 def host_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which a container's cpuset limits)."""
-    return len(os.sched_getaffinity(0)) or 1
+    """The cores this process may use: its CPU affinity (a container's cpuset), capped by
+    its cgroup's CPU quota (a Kubernetes CPU limit, which leaves the affinity at the node's
+    every core: a lone job there would start more threads than the quota can run)."""
+    cores = len(os.sched_getaffinity(0)) or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole cores of the cgroup v2 quota (``cpu.max``: "200000 100000" is 2), None when unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(quota) // max(1, int(period)))
 
 
 def _alive(pid: int) -> bool:
