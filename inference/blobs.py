@@ -131,6 +131,40 @@ def _upload_part(client: Any, bucket: str, key: str, upload_id: str, number: int
     return {"PartNumber": number, "ETag": answer["ETag"]}
 
 
+def versioning_problem(max_days: int) -> str | None:
+    """Why the bucket could keep erased blobs as noncurrent versions, or None when it cannot.
+
+    Versioning "Suspended" still keeps the versions made while it was on, so only a
+    bucket that never had it, or a rule that expires noncurrent versions of every
+    object within ``max_days``, passes.
+    """
+    from botocore.exceptions import ClientError
+
+    client, bucket = _s3_client(), _bucket()
+    status = client.get_bucket_versioning(Bucket=bucket).get("Status")
+    if not status:
+        return None
+    try:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    for rule in rules:
+        days = rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
+        whole_bucket = rule.get("Filter", {}) in ({}, {"Prefix": ""}) and not rule.get("Prefix")
+        if rule.get("Status") == "Enabled" and whole_bucket and days is not None and days <= max_days:
+            return None
+    return (
+        f"Bucket {bucket} has versioning {status}: deleted keys, ciphertexts and results stay as noncurrent "
+        f"versions, and no lifecycle rule expires them within {max_days} days."
+    )
+
+
+def bucket_name() -> str:
+    return _bucket()
+
+
 def _s3_client() -> Any:
     return default_storage.connection.meta.client  # type: ignore[attr-defined]
 

@@ -226,6 +226,9 @@ elif MOAI_BLOB_STORAGE == "s3":
     }
 else:
     raise ConfigError(f"MOAI_BLOB_STORAGE must be filesystem or s3, got {MOAI_BLOB_STORAGE!r}")
+# How long a versioned bucket may keep an erased blob as a noncurrent version before
+# `manage.py check --deploy` warns (inference.checks).
+MOAI_S3_NONCURRENT_DAYS_MAX = env_int("MOAI_S3_NONCURRENT_DAYS_MAX", 1, minimum=1)
 STORAGES = {
     "default": _blobs,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
