@@ -61,6 +61,16 @@ def save_bytes(name: str, data: bytes) -> str:
 
 
 def read_bytes(name: str) -> bytes:
+    if streams_uploads():
+        # Straight into memory: a storage file would spool anything past 8 MiB to local disk,
+        # and evaluation keys read by a worker are to be held in memory only.
+        with _as_os_errors(name):
+            body = _s3_client().get_object(Bucket=_bucket(), Key=_key(name))["Body"]
+            try:
+                content: bytes = body.read()
+            finally:
+                body.close()
+        return content
     with default_storage.open(name, "rb") as handle:
         data: bytes = handle.read()
     return data
@@ -69,11 +79,12 @@ def read_bytes(name: str) -> bytes:
 def chunks(name: str, size: int = CHUNK) -> Iterator[bytes]:
     """The blob's bytes, ``size`` at a time, never all of them in memory."""
     if streams_uploads():
-        body = _s3_client().get_object(Bucket=_bucket(), Key=_key(name))["Body"]
-        try:
-            yield from body.iter_chunks(size)
-        finally:
-            body.close()
+        with _as_os_errors(name):
+            body = _s3_client().get_object(Bucket=_bucket(), Key=_key(name))["Body"]
+            try:
+                yield from body.iter_chunks(size)
+            finally:
+                body.close()
         return
     with default_storage.open(name, "rb") as handle:
         yield from handle.chunks(size)
@@ -163,6 +174,21 @@ def versioning_problem(max_days: int) -> str | None:
 
 def bucket_name() -> str:
     return _bucket()
+
+
+@contextlib.contextmanager
+def _as_os_errors(name: str) -> Iterator[None]:
+    """S3's errors as the filesystem's: callers handle a lost or unreachable blob as an OSError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise FileNotFoundError(f"no blob {name}") from exc
+        raise OSError(f"blob {name}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise OSError(f"blob {name}: {exc}") from exc
 
 
 def _s3_client() -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,9 +86,10 @@ def check_uploaded_keys(upload: Spooled, expected_bytes: int) -> None:
     if upload.path is not None:
         verdict = checker.check(upload.path, memory, settings.MOAI_KEY_CHECK_SECONDS)
     else:
-        # In object storage: the checker gets the bytes through a pipe, straight from the store.
+        # In object storage: the checker gets the bytes through a pipe, straight from the store;
+        # only its capped stderr is a local file.
         verdict = checker.check_stream(
-            upload.chunks(), upload.size, Path(settings.FILE_UPLOAD_TEMP_DIR), memory, settings.MOAI_KEY_CHECK_SECONDS
+            upload.chunks(), upload.size, Path(tempfile.gettempdir()), memory, settings.MOAI_KEY_CHECK_SECONDS
         )
     if verdict.problem is not None or verdict.stderr_lines:
         # One line whatever the runtime printed: hostile bytes must not flood the logs.

@@ -84,9 +84,11 @@ def unfinished_uploads(bucket: Any) -> list[str]:
     return [upload["Key"] for upload in answer.get("Uploads", [])]
 
 
-def test_keys_stream_to_the_bucket_as_a_multipart_upload(bucket, alice, tree, bundles):
+def test_keys_stream_to_the_bucket_as_a_multipart_upload(bucket, alice, tree, bundles, settings, tmp_path):
     keys = bundles[TREE].evaluation_keys
     assert len(keys) > blobs.PART_BYTES
+    # Where web spools bodies: made unusable, so that an upload copied to local disk would fail.
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "no-such-folder")
     response = post_bytes(alice.http, f"/api/v1/models/{TREE}/sessions", keys)
     assert response.status_code == 201, response.content
     session = KeySession.objects.get(pk=response.json()["context_id"])
@@ -189,3 +191,23 @@ def test_worker_copy_of_a_blob_is_checked_against_its_digest(bucket, tmp_path):
     assert list(tmp_path.iterdir()) == []
     blobs.copy_to_local("models/x/server.zip", target, hashlib.sha256(b"z" * 3_000_000).hexdigest())
     assert target.read_bytes() == b"z" * 3_000_000
+
+
+def test_a_stream_that_fails_midway_leaves_no_object_and_no_parts(bucket):
+    def body() -> Iterator[bytes]:
+        yield b"k" * blobs.PART_BYTES  # one whole part goes up first
+        yield b"k" * 1000
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        blobs.receive("keys/broken.bin", body())
+    assert "keys/broken.bin" not in listing(bucket)
+    assert unfinished_uploads(bucket) == []
+
+
+def test_a_missing_blob_reads_as_a_missing_file(bucket):
+    # The worker turns a lost key blob into keys_unavailable by catching OSError, as on a filesystem.
+    with pytest.raises(FileNotFoundError):
+        blobs.read_bytes("keys/never-stored.bin")
+    with pytest.raises(FileNotFoundError):
+        b"".join(blobs.chunks("keys/never-stored.bin"))
