@@ -21,7 +21,7 @@ from django.http.multipartparser import MultiPartParserError
 
 from inference import blobs
 from ops.errors import ApiError
-from ops.streams import HEAD_BYTES
+from ops.streams import HEAD_BYTES, framing_problem
 
 CHUNK = 1024 * 1024
 
@@ -109,23 +109,44 @@ def spooled_body(request: HttpRequest, cap: int) -> Iterator[Spooled]:
 
 @contextlib.contextmanager
 def received_body(request: HttpRequest, cap: int, blob: str) -> Iterator[Spooled]:
-    """The raw body, stored under ``blob`` when the store takes streams, else spooled to a local file.
+    """A Cap'n Proto body (evaluation keys), stored under ``blob`` when the store takes
+    streams, else spooled to a local file.
 
-    Streamed, the body goes to the store as it is read and checked; the object is
-    removed again if the block raises (keys that fail their checks are not kept).
+    Streamed, the body goes to the store as it is read and checked, and the object is
+    removed again if the block raises (keys that fail their checks are not kept). A body
+    whose header cannot add up to its declared length is read to its end but not stored
+    (``blob`` is then empty): the block's checks refuse it from its first bytes.
     """
     if not blobs.streams_uploads():
         with spooled_body(request, cap) as body:
             yield body
         return
-    declared_length(request, cap)
+    declared = declared_length(request, cap)
     tally = _Tally(cap)
-    blobs.receive(blob, tally.through(request))
+    try:
+        blobs.receive(blob, _framed_or_drained(tally.through(request), tally, declared))
+    except _Unframed:
+        blob = ""
     try:
         yield Spooled(tally.size, tally.digest.hexdigest(), tally.head, blob=blob)
     except BaseException:
         blobs.delete(blob)
         raise
+
+
+class _Unframed(Exception):
+    """A streamed body's header does not add up: the store's upload is abandoned."""
+
+
+def _framed_or_drained(chunks: Iterator[bytes], tally: _Tally, declared: int) -> Iterator[bytes]:
+    # Checked as soon as the header is in: a lying header costs the liar a read of its body at
+    # memory speed, not an upload to the store (the filesystem path spools to local disk instead).
+    for chunk in chunks:
+        if len(tally.head) >= HEAD_BYTES and framing_problem(tally.head, declared) is not None:
+            for _ in chunks:  # the rest of the body, read so that the answer can be sent whole
+                pass
+            raise _Unframed
+        yield chunk
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from django.core.management import call_command
 
 from inference import blobs
 from inference.models import Job
+from ops.models import AuditRecord
 from scripts.s3local import BUCKET, LocalS3
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes
@@ -102,14 +103,21 @@ def test_keys_stream_to_the_bucket_as_a_multipart_upload(bucket, alice, tree, bu
     assert unfinished_uploads(bucket) == []
 
 
-def test_refused_keys_leave_no_object_and_no_parts(bucket, alice, logreg, bundles):
-    keys = bundles[LOGREG].evaluation_keys
-    not_framed = b"\xff" * len(keys)  # the right size, but its header claims far more than it holds
-    response = post_bytes(alice.http, f"/api/v1/models/{LOGREG}/sessions", not_framed)
+@pytest.mark.parametrize("model", [LOGREG, TREE])
+def test_refused_keys_leave_no_object_and_no_parts(bucket, alice, register, bundles, model):
+    register(model)
+    keys = bundles[model].evaluation_keys
+    # The right size, but its header claims far more than it holds: iris-tree's is refused as
+    # soon as its header is in (the body is read, not stored), the linear model's few bytes after.
+    not_framed = b"\xff" * len(keys)
+    response = post_bytes(alice.http, f"/api/v1/models/{model}/sessions", not_framed)
     assert response.status_code == 400
     assert error_code(response) == "invalid_evaluation_keys"
+    assert "segments" in response.json()["error"]["message"]
     assert not [name for name in listing(bucket) if name.startswith("keys/")]
     assert unfinished_uploads(bucket) == []
+    refusal = AuditRecord.objects.get(action="session.refused")
+    assert refusal.details["bytes"] == len(keys)
 
 
 def test_keys_that_do_not_deserialize_are_refused_through_the_stream(bucket, alice, tree, bundles):
