@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PG = "postgres://postgres@127.0.0.1:5432/moai_bench"
-REDIS = "redis://127.0.0.1:6379/12"
+# A database of its own (dropped and created again at every run) and a Redis database it flushes;
+# MOAI_BENCH_DATABASE / MOAI_BENCH_REDIS_URL choose others where two runs share a machine.
+DATABASE = os.environ.get("MOAI_BENCH_DATABASE", "moai_bench")
+PG = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+REDIS = os.environ.get("MOAI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 def main() -> int:
@@ -119,8 +122,8 @@ def _prepare_environment(data_dir: Path) -> dict[str, str]:
         "MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT": "100000",
     }
     if _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379):
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "moai_bench"], check=True)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "moai_bench"], check=True)
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DATABASE], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)
         import redis
 
         redis.Redis.from_url(REDIS).flushdb()

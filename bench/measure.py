@@ -68,6 +68,9 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
     results["throughput_layouts"] = [one_process, per_core]
     results["affinity"] = _affinity(api_key, plan, folders, results["raw"], data_dir)
     results["sweep"] = _sweep(plan.sweep_sessions)
+    from bench import storage
+
+    results["storage"] = storage.side_by_side(plan, api_key, folders, data_dir)
     results["targets"] = _targets(results)
     return results
 
@@ -410,6 +413,10 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         "target": "web growth < 64 MiB and >= 200 MB/s",
     }
     checks["sweep"] = {"met": results["sweep"]["seconds"] < 10, "target": "10,000 sessions in < 10 s"}
+    if "storage" in results:
+        from bench import storage
+
+        checks["storage"] = storage.targets(results["storage"])
     return checks
 
 
@@ -474,6 +481,10 @@ def print_table(results: dict[str, Any]) -> None:
         f"{ml['rss_after_load_mib']:.0f} MiB (scikit-learn imported: {fhe['sklearn_imported']} / "
         f"{ml['sklearn_imported']}; torch: {fhe['torch_imported']} / {ml['torch_imported']})"
     )
+    if "storage" in results:
+        from bench import storage
+
+        storage.print_lines(results["storage"])
     sweep = results["sweep"]
     print(f"expiry sweep: {sweep['expired']} of {sweep['sessions']} sessions in {sweep['seconds']:.2f} s")
     print("\ntargets: " + ", ".join(f"{name}: {'met' if t.get('met') else 'NOT met'}"

@@ -14,7 +14,6 @@ the first job asks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -103,13 +102,9 @@ class ModelCache:
         folder = Path(settings.MOAI_DATA_DIR) / "model-cache" / model_version.server_sha256
         target = folder / "server.zip"
         if not target.exists():
+            # A miss: fetched once from the blob store (a bucket, with MOAI_BLOB_STORAGE=s3) in chunks.
             folder.mkdir(parents=True, exist_ok=True)
-            data = blobs.read_bytes(model_version.server_zip)
-            if hashlib.sha256(data).hexdigest() != model_version.server_sha256:
-                raise RuntimeError(f"server.zip of {model_version} does not match its registered digest")
-            partial = folder / f"server.zip.{threading.get_ident()}.part"
-            partial.write_bytes(data)
-            partial.replace(target)
+            blobs.copy_to_local(model_version.server_zip, target, model_version.server_sha256)
         return target
 
 

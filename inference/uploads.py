@@ -19,7 +19,9 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooMa
 from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 
+from inference import blobs
 from ops.errors import ApiError
+from ops.streams import HEAD_BYTES, framing_problem
 
 CHUNK = 1024 * 1024
 
@@ -45,11 +47,48 @@ def declared_length(request: HttpRequest, cap: int) -> int:
 
 @dataclass(frozen=True)
 class Spooled:
-    """A request body copied to a local file, with its size and SHA-256 taken on the way."""
+    """A request body received whole, with its size, SHA-256 and first bytes taken on the way.
 
-    path: Path
+    It is in a local temporary file (``path``), or already in blob storage under
+    ``blob`` when the store takes streams (S3): then no local copy exists at all.
+    """
+
     size: int
     sha256: str
+    head: bytes
+    path: Path | None = None
+    blob: str = ""
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body again, a chunk at a time, from wherever it was received."""
+        if self.path is not None:
+            with self.path.open("rb") as handle:
+                yield from iter(lambda: handle.read(CHUNK), b"")
+        else:
+            yield from blobs.chunks(self.blob, CHUNK)
+
+
+class _Tally:
+    """Counts, hashes and caps the chunks of a body as they pass, keeping its first bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.head = b""
+
+    def through(self, request: HttpRequest) -> Iterator[bytes]:
+        # HttpRequest.read stops at Content-Length, so this never reads past the cap.
+        for chunk in iter(lambda: request.read(CHUNK), b""):
+            self.size += len(chunk)
+            if self.size > self.cap:
+                raise ApiError(
+                    413, "payload_too_large", f"The body exceeds the limit of {self.cap} bytes.", limit_bytes=self.cap
+                )
+            self.digest.update(chunk)
+            if len(self.head) < HEAD_BYTES:
+                self.head += chunk[: HEAD_BYTES - len(self.head)]
+            yield chunk
 
 
 @contextlib.contextmanager
@@ -59,21 +98,55 @@ def spooled_body(request: HttpRequest, cap: int) -> Iterator[Spooled]:
     with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="upload-", delete=False) as handle:
         path = Path(handle.name)
     try:
-        digest = hashlib.sha256()
-        written = 0
+        tally = _Tally(cap)
         with path.open("wb") as out:
-            # HttpRequest.read stops at Content-Length, so this never reads past the cap.
-            for chunk in iter(lambda: request.read(CHUNK), b""):
-                written += len(chunk)
-                if written > cap:
-                    raise ApiError(
-                        413, "payload_too_large", f"The body exceeds the limit of {cap} bytes.", limit_bytes=cap
-                    )
-                digest.update(chunk)
+            for chunk in tally.through(request):
                 out.write(chunk)
-        yield Spooled(path, written, digest.hexdigest())
+        yield Spooled(tally.size, tally.digest.hexdigest(), tally.head, path=path)
     finally:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def received_body(request: HttpRequest, cap: int, blob: str) -> Iterator[Spooled]:
+    """A Cap'n Proto body (evaluation keys), stored under ``blob`` when the store takes
+    streams, else spooled to a local file.
+
+    Streamed, the body goes to the store as it is read and checked, and the object is
+    removed again if the block raises (keys that fail their checks are not kept). A body
+    whose header cannot add up to its declared length is read to its end but not stored
+    (``blob`` is then empty): the block's checks refuse it from its first bytes.
+    """
+    if not blobs.streams_uploads():
+        with spooled_body(request, cap) as body:
+            yield body
+        return
+    declared = declared_length(request, cap)
+    tally = _Tally(cap)
+    try:
+        blobs.receive(blob, _framed_or_drained(tally.through(request), tally, declared))
+    except _Unframed:
+        blob = ""
+    try:
+        yield Spooled(tally.size, tally.digest.hexdigest(), tally.head, blob=blob)
+    except BaseException:
+        blobs.delete(blob)
+        raise
+
+
+class _Unframed(Exception):
+    """A streamed body's header does not add up: the store's upload is abandoned."""
+
+
+def _framed_or_drained(chunks: Iterator[bytes], tally: _Tally, declared: int) -> Iterator[bytes]:
+    # Checked as soon as the header is in: a lying header costs the liar a read of its body at
+    # memory speed, not an upload to the store (the filesystem path spools to local disk instead).
+    for chunk in chunks:
+        if len(tally.head) >= HEAD_BYTES and framing_problem(tally.head, declared) is not None:
+            for _ in chunks:  # the rest of the body, read so that the answer can be sent whole
+                pass
+            raise _Unframed
+        yield chunk
 
 
 @contextlib.contextmanager
@@ -116,6 +189,7 @@ def spooled_inputs(request: HttpRequest, field: str, cap: int) -> Iterator[list[
             yield paths
     elif content_type in ("application/octet-stream", ""):
         with spooled_body(request, cap) as body:
+            assert body.path is not None  # spooled_body always keeps a local file
             yield [body.path]
     else:
         raise ApiError(

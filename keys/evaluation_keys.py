@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 
+from inference.uploads import Spooled
 from keys.validator import CheckerBusy, KeyChecker
-from ops.streams import file_framing_problem
+from ops.streams import HEAD_BYTES, framing_problem
 
 __all__ = [
     "CheckerBusy",
     "KeyCheckError",
     "check_declared_size",
     "check_evaluation_keys",
+    "check_uploaded_keys",
     "checker",
     "chunk_fingerprints",
+    "fingerprints_of",
     "shared_share",
 ]
 
@@ -63,15 +68,29 @@ def check_declared_size(actual: int, expected_bytes: int) -> None:
 
 
 def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
-    """Raises :class:`KeyCheckError` unless the file holds this model's evaluation keys, and
+    """:func:`check_uploaded_keys` of a local file."""
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    check_uploaded_keys(Spooled(path.stat().st_size, "", head, path=path), expected_bytes)
+
+
+def check_uploaded_keys(upload: Spooled, expected_bytes: int) -> None:
+    """Raises :class:`KeyCheckError` unless the upload holds this model's evaluation keys, and
     :class:`CheckerBusy` when every checker slot of this process stayed taken."""
-    check_declared_size(path.stat().st_size, expected_bytes)
-    problem = file_framing_problem(path)
+    check_declared_size(upload.size, expected_bytes)
+    problem = framing_problem(upload.head, upload.size)
     if problem is not None:
         message = f"The body is not serialized Concrete evaluation keys: {problem}."
         raise KeyCheckError("invalid_evaluation_keys", message)
     memory = settings.MOAI_KEY_CHECK_MEMORY_FACTOR * expected_bytes + settings.MOAI_KEY_CHECK_BASE_MB * 1024 * 1024
-    verdict = checker.check(path, memory, settings.MOAI_KEY_CHECK_SECONDS)
+    if upload.path is not None:
+        verdict = checker.check(upload.path, memory, settings.MOAI_KEY_CHECK_SECONDS)
+    else:
+        # In object storage: the checker gets the bytes through a pipe, straight from the store;
+        # only its capped stderr is a local file.
+        verdict = checker.check_stream(
+            upload.chunks(), upload.size, Path(tempfile.gettempdir()), memory, settings.MOAI_KEY_CHECK_SECONDS
+        )
     if verdict.problem is not None or verdict.stderr_lines:
         # One line whatever the runtime printed: hostile bytes must not flood the logs.
         logger.warning(
@@ -88,10 +107,22 @@ def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
 
 def chunk_fingerprints(path: Path) -> bytes:
     """One short digest per CHUNK_BYTES of the file, concatenated (8 bytes per 64 KiB)."""
-    digests = bytearray()
     with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digests += hashlib.blake2b(chunk, digest_size=DIGEST_BYTES).digest()
+        return fingerprints_of(iter(lambda: stream.read(CHUNK_BYTES), b""))
+
+
+def fingerprints_of(pieces: Iterable[bytes]) -> bytes:
+    """:func:`chunk_fingerprints` of bytes that come in pieces of any size."""
+    digests = bytearray()
+    pending = bytearray()
+    for piece in pieces:
+        pending += piece
+        whole = len(pending) - len(pending) % CHUNK_BYTES
+        for start in range(0, whole, CHUNK_BYTES):
+            digests += hashlib.blake2b(pending[start : start + CHUNK_BYTES], digest_size=DIGEST_BYTES).digest()
+        del pending[:whole]
+    if pending:
+        digests += hashlib.blake2b(pending, digest_size=DIGEST_BYTES).digest()
     return bytes(digests)
 
 

@@ -24,8 +24,10 @@ import multiprocessing
 import os
 import resource
 import signal
+import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -70,7 +72,30 @@ def _limit_self(memory_bytes: int, seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (STDERR_CAP_BYTES, STDERR_CAP_BYTES))
 
 
-def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: float, answer: Connection) -> None:
+def _receive(data: Connection, size: int) -> int:
+    """Gather a streamed check's chunks (until an empty one) in a memfd, outside the address
+    space, before the limits are set (their file-size cap is the stderr's). Returns the fd."""
+    fd = os.memfd_create("moai-key-check")
+    received = 0
+    with contextlib.closing(data):
+        while chunk := data.recv_bytes(size + 1):
+            received += len(chunk)
+            if received > size:
+                os.close(fd)
+                raise ValueError("more bytes than announced")
+            os.write(fd, chunk)
+    return fd
+
+
+def _check_in_child(
+    path: str | None,
+    stderr_path: str,
+    memory_bytes: int,
+    seconds: float,
+    answer: Connection,
+    data: Connection | None = None,
+    size: int = 0,
+) -> None:
     from concrete import fhe  # already imported by the forkserver: free here
 
     # A group of its own: whatever the runtime spawns (addr2line for a stack trace) is killed with it.
@@ -79,11 +104,22 @@ def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: flo
     os.dup2(err, 2)
     os.dup2(err, 1)
     os.close(err)
+    try:
+        memfd = _receive(data, size) if data is not None else None
+    except (ValueError, OSError, EOFError) as exc:
+        answer.send(f"the upload could not be received: {exc}"[:300])
+        os._exit(0)
     _limit_self(memory_bytes, seconds)
     # An abort's stack dump is symbolized by spawning a symbolizer: 0.7 s instead of 0.15 s.
     os.environ["LLVM_DISABLE_SYMBOLIZATION"] = "1"
     try:
-        fhe.EvaluationKeys.deserialize(Path(path).read_bytes())
+        if memfd is not None:
+            # The one copy the runtime needs, allocated under the address-space limit.
+            serialized = os.pread(memfd, size, 0)
+            os.close(memfd)
+        else:
+            serialized = Path(str(path)).read_bytes()
+        fhe.EvaluationKeys.deserialize(serialized)
         answer.send(None)
     except MemoryError:
         answer.send("deserializing needed more memory than keys of this size may take")
@@ -91,6 +127,19 @@ def _check_in_child(path: str, stderr_path: str, memory_bytes: int, seconds: flo
         answer.send(str(exc)[:300])
     # Tearing down an interpreter that imported the runtime (torch) takes longer than the check.
     os._exit(0)
+
+
+def _feed(data: Connection, chunks: Iterator[bytes]) -> None:
+    """Send a streamed check its bytes; a child that died meanwhile has its verdict read as usual."""
+    try:
+        for chunk in chunks:
+            if chunk:
+                data.send_bytes(chunk)
+        data.send_bytes(b"")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        data.close()
 
 
 def _kill(process: multiprocessing.process.BaseProcess) -> None:
@@ -136,19 +185,56 @@ class KeyChecker:
         finally:
             self._slots.release()
 
-    def _run(self, path: Path, memory_bytes: int, seconds: float) -> Verdict:
-        stderr_path = path.with_name(path.name + ".stderr")
+    def check_stream(
+        self, chunks: Iterator[bytes], size: int, scratch: Path, memory_bytes: int, seconds: float
+    ) -> Verdict:
+        """:meth:`check` of ``size`` bytes that come as ``chunks`` (from object storage), never on local disk."""
+        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            raise CheckerBusy
+        try:
+            fd, stderr = tempfile.mkstemp(dir=scratch, prefix="key-check-", suffix=".stderr")
+            os.close(fd)
+            try:
+                return self._run(None, memory_bytes, seconds, Path(stderr), (chunks, size))
+            finally:
+                Path(stderr).unlink(missing_ok=True)
+        finally:
+            self._slots.release()
+
+    def _run(
+        self,
+        path: Path | None,
+        memory_bytes: int,
+        seconds: float,
+        stderr_path: Path | None = None,
+        stream: tuple[Iterator[bytes], int] | None = None,
+    ) -> Verdict:
+        if stderr_path is None:
+            assert path is not None
+            stderr_path = path.with_name(path.name + ".stderr")
         context = _context()
         receive, send = context.Pipe(duplex=False)
+        data_in, data_out = context.Pipe(duplex=False) if stream else (None, None)
         process = context.Process(
             target=_check_in_child,
-            args=(str(path), str(stderr_path), memory_bytes, seconds, send),
+            args=(
+                str(path) if path else None,
+                str(stderr_path),
+                memory_bytes,
+                seconds,
+                send,
+                data_in,
+                stream[1] if stream else 0,
+            ),
             name="moai-key-check",
             daemon=True,
         )
         try:
             process.start()
             send.close()
+            if stream is not None and data_in is not None and data_out is not None:
+                data_in.close()
+                _feed(data_out, stream[0])
             problem = self._answer(receive, process, seconds)
         finally:
             receive.close()

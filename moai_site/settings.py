@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -193,11 +194,46 @@ else:
         }
     }
 
-STORAGES = {
-    "default": {
+# Blobs (model bundles, evaluation keys, ciphertexts, results, audit checkpoints): a folder
+# under MOAI_DATA_DIR by default, or an S3-compatible bucket, where every pod of a cluster
+# reaches them without a shared (ReadWriteMany) volume. Credentials may be left out to use
+# the SDK's own chain (workload identity, IRSA, instance profile).
+MOAI_BLOB_STORAGE = env_str("MOAI_BLOB_STORAGE", "filesystem") or "filesystem"
+if MOAI_BLOB_STORAGE == "filesystem":
+    _blobs: dict[str, Any] = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MOAI_DATA_DIR / "blobs"), "file_permissions_mode": 0o600},
-    },
+    }
+elif MOAI_BLOB_STORAGE == "s3":
+    _bucket = env_str("MOAI_S3_BUCKET")
+    if not _bucket:
+        raise ConfigError("MOAI_BLOB_STORAGE=s3 needs MOAI_S3_BUCKET")
+    _blobs = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _bucket,
+            "endpoint_url": env_str("MOAI_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("MOAI_S3_REGION") or None,
+            "access_key": env_str("MOAI_S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("MOAI_S3_SECRET_ACCESS_KEY") or None,
+            # "path" for most self-hosted stores (MinIO, Ceph); AWS takes either.
+            "addressing_style": env_str("MOAI_S3_ADDRESSING_STYLE") or None,
+            "location": env_str("MOAI_S3_PREFIX", "") or "",
+            # Names are unique by construction; an existing object is an error (inference.blobs.save).
+            "file_overwrite": False,
+            "default_acl": None,
+            "querystring_auth": False,
+            # Reads past this spool to an unnamed temporary file instead of memory.
+            "max_memory_size": 8 * 1024 * 1024,
+        },
+    }
+else:
+    raise ConfigError(f"MOAI_BLOB_STORAGE must be filesystem or s3, got {MOAI_BLOB_STORAGE!r}")
+# How long a versioned bucket may keep an erased blob as a noncurrent version before
+# `manage.py check --deploy` warns (inference.checks).
+MOAI_S3_NONCURRENT_DAYS_MAX = env_int("MOAI_S3_NONCURRENT_DAYS_MAX", 1, minimum=1)
+STORAGES = {
+    "default": _blobs,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Uploads larger than this go to a temporary file, never to memory.

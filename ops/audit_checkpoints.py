@@ -133,9 +133,12 @@ def read(name: str, keys: dict[str, AuditKey] | None = None) -> Checkpoint:
 
 def names() -> list[str]:
     """Every checkpoint file, in sequence order."""
-    if not default_storage.exists(FOLDER):
+    # A bucket has no folders to test for (exists() is False for a prefix): an empty listing
+    # there, FileNotFoundError on a filesystem that never had one.
+    try:
+        shards, _ = default_storage.listdir(FOLDER)
+    except FileNotFoundError:
         return []
-    shards, _ = default_storage.listdir(FOLDER)
     found = []
     for shard in sorted(shards):
         _, files = default_storage.listdir(f"{FOLDER}/{shard}")

@@ -20,7 +20,7 @@ from inference import blobs, notify
 from inference import services as job_services
 from inference.models import ModelVersion
 from inference.uploads import Spooled
-from keys.evaluation_keys import KeyCheckError, check_declared_size, check_evaluation_keys, chunk_fingerprints
+from keys.evaluation_keys import KeyCheckError, check_declared_size, check_uploaded_keys, fingerprints_of
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
 from ops import audit
@@ -51,17 +51,30 @@ def admit_upload(client: ApiClient, model_version: ModelVersion, declared_bytes:
         raise
 
 
-def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled, actor: Actor) -> KeySession:
+def keys_blob_name(session_id: uuid.UUID) -> str:
+    return f"keys/{session_id}.bin"
+
+
+def open_session(
+    client: ApiClient,
+    model_version: ModelVersion,
+    upload: Spooled,
+    actor: Actor,
+    session_id: uuid.UUID | None = None,
+) -> KeySession:
     """Check uploaded evaluation keys and open a session holding them.
 
     Raises :class:`KeyCheckError` for keys that are not this model's evaluation keys
-    (audited, nothing stored), :class:`SessionLimitError` over the per-client cap and
+    (audited, nothing kept), :class:`SessionLimitError` over the per-client cap and
     ``CheckerBusy`` when no key checker is free (not audited: nothing was decided).
+    An upload already in blob storage (``upload.blob``, streamed there under
+    :func:`keys_blob_name` of ``session_id``) becomes the session's keys as it is; its
+    caller removes it when this raises.
     """
     _check_session_cap(client)
     try:
-        check_evaluation_keys(upload.path, model_version.evaluation_keys_bytes)
-        chunks = b"" if model_version.evaluation_keys_constant else chunk_fingerprints(upload.path)
+        check_uploaded_keys(upload, model_version.evaluation_keys_bytes)
+        chunks = b"" if model_version.evaluation_keys_constant else fingerprints_of(upload.chunks())
         if chunks and keys_were_revoked(client, model_version, upload.sha256, chunks):
             raise KeyCheckError(
                 "evaluation_keys_revoked",
@@ -73,6 +86,7 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
         raise
     now = timezone.now()
     session = KeySession(
+        id=session_id or uuid.uuid4(),
         client=client,
         model_version=model_version,
         created_at=now,
@@ -80,7 +94,13 @@ def open_session(client: ApiClient, model_version: ModelVersion, upload: Spooled
         key_fingerprint=upload.sha256,
         key_chunks=chunks,
     )
-    session.keys_blob = blobs.save_local_file(f"keys/{session.id}.bin", upload.path)
+    if upload.blob:
+        if upload.blob != keys_blob_name(session.id):
+            raise ValueError(f"keys streamed to {upload.blob}, not to this session's name")
+        session.keys_blob = upload.blob
+    else:
+        assert upload.path is not None
+        session.keys_blob = blobs.save_local_file(keys_blob_name(session.id), upload.path)
     try:
         with transaction.atomic():
             session.save()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,8 +59,12 @@ class SessionCreateView(APIView):
             # Refused here, a body is never read: nothing is spooled for keys of the wrong size.
             declared = uploads.declared_length(request._request, settings.MOAI_MAX_KEY_BYTES)
             services.admit_upload(client, model, declared, actor)
-            with uploads.spooled_body(request._request, model.evaluation_keys_bytes) as upload:
-                session = services.open_session(client, model, upload, actor)
+            # With object storage the body goes straight to the session's keys object as it is
+            # read, and is removed again if the checks refuse it.
+            session_id = uuid.uuid4()
+            blob = services.keys_blob_name(session_id)
+            with uploads.received_body(request._request, model.evaluation_keys_bytes, blob) as upload:
+                session = services.open_session(client, model, upload, actor, session_id)
         body = session_json(session)
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
 

@@ -158,8 +158,21 @@ def _clear_worker_caches() -> Iterator[None]:
     runtime.keys.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """With MOAI_TEST_BLOB_STORAGE=s3, the loopback S3 server holding every blob of the run."""
+    from tests import settings as test_settings
+
+    if test_settings.S3 is None:
+        yield None
+        return
+    test_settings.S3.log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with test_settings.S3 as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
-def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path, s3_server: Any) -> Iterator[None]:
     """Each in-process test gets empty blob storage, as it gets an empty database."""
     if request.node.get_closest_marker("e2e"):
         yield
@@ -169,14 +182,28 @@ def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
         from ops.audit_checkpoints import FOLDER
 
-        shutil.rmtree(Path(settings.MOAI_DATA_DIR) / "blobs" / FOLDER, ignore_errors=True)
+        if s3_server is None:
+            shutil.rmtree(Path(settings.MOAI_DATA_DIR) / "blobs" / FOLDER, ignore_errors=True)
+        else:
+            remove_objects(s3_server, FOLDER + "/")
         return
     settings = request.getfixturevalue("settings")
+    # A folder of its own, or a prefix of its own in the run's bucket.
+    own = {"location": str(tmp_path / "blobs")} if s3_server is None else {"location": f"tests/{tmp_path.name}"}
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path / "blobs")}},
+        "default": {**settings.STORAGES["default"], "OPTIONS": {**settings.STORAGES["default"]["OPTIONS"], **own}},
     }
     yield
+
+
+def remove_objects(s3: Any, prefix: str) -> None:
+    from scripts.s3local import BUCKET
+
+    client = s3.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -47,6 +47,21 @@ os.environ.setdefault("MOAI_AUDIT_KEY", "test-only-audit-key-with-enough-length-
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("MOAI_WORKER_POOL_SIZE", "2")
 
+# MOAI_TEST_BLOB_STORAGE=s3 runs the suite with blobs in an S3 bucket: moto's S3 server on
+# loopback (scripts/s3local.py; no object store runs on these machines), started by the
+# conftest's session fixture. Set here, before the settings read it, so that the processes
+# the end-to-end tests start inherit the same configuration.
+BLOB_STORAGE = os.environ.get("MOAI_TEST_BLOB_STORAGE", "filesystem")
+if BLOB_STORAGE == "s3":
+    from scripts.s3local import LocalS3
+
+    S3: LocalS3 | None = LocalS3()
+    os.environ.update(S3.env())
+elif BLOB_STORAGE == "filesystem":
+    S3 = None
+else:
+    raise RuntimeError(f"MOAI_TEST_BLOB_STORAGE must be filesystem or s3, got {BLOB_STORAGE!r}")
+
 from moai_site.settings import *  # noqa: E402,F403
 
 # In-process tests run tasks inline when they choose to execute on_commit callbacks;

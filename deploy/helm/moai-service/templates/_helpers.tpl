@@ -170,6 +170,9 @@ Checks that values.schema.json cannot express; each failure says what to change.
 Included by every Deployment, so `helm template`, `lint` and `install` all stop on them.
 */}}
 {{- define "moai.validate" -}}
+{{- if and (eq .Values.storage.type "s3") (not .Values.storage.s3.bucket) -}}
+{{- fail "storage.type=s3 needs storage.s3.bucket" -}}
+{{- end -}}
 {{- if and .Values.postgresql.enabled (or .Values.database.url .Values.database.existingSecret) -}}
 {{- fail "database.url/database.existingSecret name an external database: set postgresql.enabled=false, or leave them empty to use the bundled PostgreSQL" -}}
 {{- end -}}
@@ -270,9 +273,39 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
 - name: MOAI_AUDIT_PREVIOUS_KEYS_FILE
   value: /run/secrets/moai/audit-previous-keys
 {{- end }}
-# The shared volume: blobs, uploads in progress, beat's schedule, worker status files.
+# The shared volume (storage.type=filesystem): blobs, uploads in progress, beat's schedule, worker
+# status files. With s3 the pod's own emptyDir, blobs being in the bucket.
 - name: MOAI_DATA_DIR
   value: /var/lib/moai
+{{- if eq .Values.storage.type "s3" }}
+{{- $s3 := .Values.storage.s3 }}
+- name: MOAI_BLOB_STORAGE
+  value: s3
+- name: MOAI_S3_BUCKET
+  value: {{ $s3.bucket | quote }}
+{{- with $s3.endpoint }}
+- name: MOAI_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.region }}
+- name: MOAI_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.addressingStyle }}
+- name: MOAI_S3_ADDRESSING_STYLE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.prefix }}
+- name: MOAI_S3_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+{{- if $s3.existingSecret }}
+- name: MOAI_S3_ACCESS_KEY_ID_FILE
+  value: /run/secrets/moai/s3-access-key-id
+- name: MOAI_S3_SECRET_ACCESS_KEY_FILE
+  value: /run/secrets/moai/s3-secret-access-key
+{{- end }}
+{{- end }}
 # Per pod, not on the shared volume: each process host sums only its own processes' metric files.
 - name: PROMETHEUS_MULTIPROC_DIR
   value: /run/moai/metrics
@@ -327,11 +360,23 @@ so they are neither in `kubectl describe` nor inherited by child processes' envi
 {{- end -}}
 
 {{/* Volumes of every MOAI pod: the shared data volume, scratch space, metric files and the secrets. */}}
+{{- /*
+Volumes of web, worker and beat: (dict "ctx" $ "component" "worker"). With storage.type=s3 the
+data folder is the pod's own emptyDir (blobs are in the bucket): the workers' holds their model
+cache (storage.s3.workerCacheSize), web's and beat's uploads in progress and the schedule.
+*/ -}}
 {{- define "moai.volumes" -}}
+{{- with .ctx -}}
 - name: data
+{{- if eq .Values.storage.type "s3" }}
+  emptyDir:
+    sizeLimit: {{ ternary .Values.storage.s3.workerCacheSize .Values.storage.s3.scratchSize (eq $.component "worker") }}
+{{- else }}
   persistentVolumeClaim:
     claimName: {{ include "moai.dataClaimName" . }}
+{{- end }}
 {{ include "moai.scratchVolumes" (dict "ctx" . "owner" false) }}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -394,6 +439,15 @@ the migration Job's: its database-url is the schema owner's, and service-databas
           items:
             - key: {{ include "moai.redisKey" . }}
               path: redis-url
+      {{- if and (eq .Values.storage.type "s3") .Values.storage.s3.existingSecret }}
+      - secret:
+          name: {{ .Values.storage.s3.existingSecret }}
+          items:
+            - key: {{ .Values.storage.s3.accessKeyIdKey }}
+              path: s3-access-key-id
+            - key: {{ .Values.storage.s3.secretAccessKeyKey }}
+              path: s3-secret-access-key
+      {{- end }}
 {{- end -}}
 {{- end -}}
 

@@ -1,0 +1,221 @@
+"""Blobs in an S3-compatible bucket (MOAI_BLOB_STORAGE=s3).
+
+The bucket is served by moto's standalone S3 server on loopback (scripts/s3local.py):
+no object store runs on these machines, and moto's server is what the Python
+ecosystem tests S3 clients against. It is a real HTTP server speaking the S3 API;
+the service reaches it through boto3 and django-storages exactly as it would reach a
+cloud bucket, so the edge of the system is the only thing stood in for. These tests
+switch the in-process settings to the bucket whatever backend the run uses; with
+MOAI_TEST_BLOB_STORAGE=s3 the whole suite runs on it as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+
+from inference import blobs
+from inference.models import Job
+from ops.models import AuditRecord
+from scripts.s3local import BUCKET, LocalS3
+from sessions.models import KeySession
+from tests.helpers import error_code, post_bytes
+
+LOGREG = "breast-cancer-logreg"
+TREE = "iris-tree"  # its keys are megabytes (the linear model's are a few bytes)
+
+
+@pytest.fixture(scope="module")
+def server(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    if s3_server is not None:  # the run's own bucket server (MOAI_TEST_BLOB_STORAGE=s3)
+        yield s3_server
+        return
+    with LocalS3(tmp_path_factory.mktemp("s3") / "moto.log") as started:
+        yield started
+
+
+@pytest.fixture
+def bucket(server: LocalS3, settings: Any, tmp_path: Path) -> Any:
+    """In-process settings on the bucket, under a prefix of this test's own; the S3 client to look at it."""
+    env = server.env()
+    prefix = f"blob-tests/{tmp_path.name}"
+    settings.MOAI_BLOB_STORAGE = "s3"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": env["MOAI_S3_BUCKET"],
+                "endpoint_url": env["MOAI_S3_ENDPOINT_URL"],
+                "region_name": env["MOAI_S3_REGION"],
+                "access_key": env["MOAI_S3_ACCESS_KEY_ID"],
+                "secret_key": env["MOAI_S3_SECRET_ACCESS_KEY"],
+                "addressing_style": "path",
+                "location": prefix,
+                "file_overwrite": False,
+                "default_acl": None,
+                "querystring_auth": False,
+                "max_memory_size": 8 * 1024 * 1024,
+            },
+        },
+    }
+    client = server.client()
+    client.prefix = prefix  # type: ignore[attr-defined]
+    return client
+
+
+def listing(bucket: Any) -> dict[str, dict[str, Any]]:
+    found = {}
+    for page in bucket.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=bucket.prefix + "/"):
+        for item in page.get("Contents", []):
+            found[item["Key"].removeprefix(bucket.prefix + "/")] = item
+    return found
+
+
+def unfinished_uploads(bucket: Any) -> list[str]:
+    answer = bucket.list_multipart_uploads(Bucket=BUCKET, Prefix=bucket.prefix + "/")
+    return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+
+def test_keys_stream_to_the_bucket_as_a_multipart_upload(bucket, alice, tree, bundles, settings, tmp_path):
+    keys = bundles[TREE].evaluation_keys
+    assert len(keys) > blobs.PART_BYTES
+    # Where web spools bodies: made unusable, so that an upload copied to local disk would fail.
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "no-such-folder")
+    response = post_bytes(alice.http, f"/api/v1/models/{TREE}/sessions", keys)
+    assert response.status_code == 201, response.content
+    session = KeySession.objects.get(pk=response.json()["context_id"])
+    assert session.keys_blob == f"keys/{session.pk}.bin"
+    stored = listing(bucket)[session.keys_blob]
+    # A multipart upload's ETag ends in "-<parts>": the body went up a part at a time.
+    assert stored["ETag"].strip('"').endswith(f"-{max(1, math.ceil(len(keys) / blobs.PART_BYTES))}")
+    assert stored["Size"] == len(keys)
+    body = bucket.get_object(Bucket=BUCKET, Key=f"{bucket.prefix}/{session.keys_blob}")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == response.json()["key_fingerprint"] == hashlib.sha256(keys).hexdigest()
+    assert unfinished_uploads(bucket) == []
+
+
+@pytest.mark.parametrize("model", [LOGREG, TREE])
+def test_refused_keys_leave_no_object_and_no_parts(bucket, alice, register, bundles, model):
+    register(model)
+    keys = bundles[model].evaluation_keys
+    # The right size, but its header claims far more than it holds: iris-tree's is refused as
+    # soon as its header is in (the body is read, not stored), the linear model's few bytes after.
+    not_framed = b"\xff" * len(keys)
+    response = post_bytes(alice.http, f"/api/v1/models/{model}/sessions", not_framed)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_evaluation_keys"
+    assert "segments" in response.json()["error"]["message"]
+    assert not [name for name in listing(bucket) if name.startswith("keys/")]
+    assert unfinished_uploads(bucket) == []
+    refusal = AuditRecord.objects.get(action="session.refused")
+    assert refusal.details["bytes"] == len(keys)
+
+
+def test_keys_that_do_not_deserialize_are_refused_through_the_stream(bucket, alice, tree, bundles):
+    # Well framed, the right size, but not keys: only the checker process can tell, and it
+    # gets these bytes through its pipe from the bucket, not from a local file.
+    keys = bytearray(bundles[TREE].evaluation_keys)
+    head = 4 + 4 * (int.from_bytes(keys[:4], "little") + 1)
+    head += -head % 8
+    keys[head : head + 64] = b"\xff" * 64  # the root pointer and what follows: garbage
+    response = post_bytes(alice.http, f"/api/v1/models/{TREE}/sessions", bytes(keys))
+    assert response.status_code == 400, response.content
+    assert error_code(response) == "invalid_evaluation_keys", response.content
+    assert not [name for name in listing(bucket) if name.startswith("keys/")]
+
+
+def test_invalidation_leaves_no_object_of_the_session(
+    bucket, alice, logreg, open_session, bundles, django_capture_on_commit_callbacks
+):
+    context_id = open_session(alice, logreg)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", bundles[LOGREG].encrypt(0))
+    job = Job.objects.get(pk=response.json()["job_id"])
+    assert job.status == "succeeded", job.error_code
+    ours = [name for name in listing(bucket) if context_id in name or str(job.pk) in name]
+    assert f"keys/{context_id}.bin" in ours
+    assert job.input_name(0) in ours
+    assert job.output_name(0) in ours
+    call_command("invalidate_sessions", "--context", context_id, "--reason", "erasure test", stdout=io.StringIO())
+    left = listing(bucket)
+    assert not [name for name in left if context_id in name or str(job.pk) in name]
+    # Only the audit log's checkpoints (which name no session) and the model remain.
+    assert {name.split("/")[0] for name in left} <= {"audit", "models"}
+
+
+def _versioning_warnings() -> list[checks.CheckMessage]:
+    return [m for m in checks.run_checks(include_deployment_checks=True) if m.id.startswith("moai.W20")]
+
+
+def test_check_deploy_warns_about_a_versioned_bucket(bucket, settings):
+    # A bucket of its own: versioning is a property of the whole bucket.
+    bucket.create_bucket(Bucket="moai-versioned")
+    default = settings.STORAGES["default"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {**default, "OPTIONS": {**default["OPTIONS"], "bucket_name": "moai-versioned"}},
+    }
+    assert _versioning_warnings() == []
+    bucket.put_bucket_versioning(Bucket="moai-versioned", VersioningConfiguration={"Status": "Enabled"})
+    [warning] = _versioning_warnings()
+    assert warning.id == "moai.W200"
+    assert "moai-versioned has versioning Enabled" in warning.msg
+    # A rule that expires noncurrent versions soon enough settles it; a slower one does not.
+    for days, warned in ((30, True), (1, False)):
+        bucket.put_bucket_lifecycle_configuration(
+            Bucket="moai-versioned",
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "erase-noncurrent",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+                    }
+                ]
+            },
+        )
+        assert bool(_versioning_warnings()) is warned, days
+    bucket.put_bucket_versioning(Bucket="moai-versioned", VersioningConfiguration={"Status": "Suspended"})
+    bucket.delete_bucket_lifecycle(Bucket="moai-versioned")
+    # Suspended still keeps the versions made while it was on.
+    assert [w.id for w in _versioning_warnings()] == ["moai.W200"]
+
+
+def test_worker_copy_of_a_blob_is_checked_against_its_digest(bucket, tmp_path):
+    blobs.save_bytes("models/x/server.zip", b"z" * 3_000_000)
+    target = tmp_path / "server.zip"
+    with pytest.raises(RuntimeError, match="digest"):
+        blobs.copy_to_local("models/x/server.zip", target, hashlib.sha256(b"other").hexdigest())
+    assert list(tmp_path.iterdir()) == []
+    blobs.copy_to_local("models/x/server.zip", target, hashlib.sha256(b"z" * 3_000_000).hexdigest())
+    assert target.read_bytes() == b"z" * 3_000_000
+
+
+def test_a_stream_that_fails_midway_leaves_no_object_and_no_parts(bucket):
+    def body() -> Iterator[bytes]:
+        yield b"k" * blobs.PART_BYTES  # one whole part goes up first
+        yield b"k" * 1000
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        blobs.receive("keys/broken.bin", body())
+    assert "keys/broken.bin" not in listing(bucket)
+    assert unfinished_uploads(bucket) == []
+
+
+def test_a_missing_blob_reads_as_a_missing_file(bucket):
+    # The worker turns a lost key blob into keys_unavailable by catching OSError, as on a filesystem.
+    with pytest.raises(FileNotFoundError):
+        blobs.read_bytes("keys/never-stored.bin")
+    with pytest.raises(FileNotFoundError):
+        b"".join(blobs.chunks("keys/never-stored.bin"))
