@@ -61,9 +61,7 @@ def find_modules(folder: Path) -> list[tuple[str, str, Path]]:
         if shape.is_dir()
     ]
     if not found:
-        raise BundleError(
-            f"{folder} holds no <module>/<input shape> folders: pass a save_and_clear_private_info folder"
-        )
+        raise BundleError(f"{folder} holds no <module>/<shape> folders: pass a save_and_clear_private_info folder")
     return found
 
 
