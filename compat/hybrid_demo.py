@@ -11,6 +11,7 @@ hybrid-compiles ``seq.0`` and ``seq.2`` with Concrete-ML and writes, under the f
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,25 @@ def build(folder: Path) -> HybridBuild:
     hybrid.compile_model(train_x, n_bits=N_BITS)
     with torch.no_grad():
         simulated = hybrid(test_x, fhe="simulate").numpy()
+    direct = _direct_forward_seconds(hybrid, test_x)
     hybrid.save_and_clear_private_info(folder / "server")
-    np.savez(folder / "samples.npz", X=test_x.numpy(), clear=clear, simulated=simulated)
+    np.savez(folder / "samples.npz", X=test_x.numpy(), clear=clear, simulated=simulated, direct_seconds=direct)
     return HybridBuild(folder)
+
+
+def _direct_forward_seconds(hybrid: Any, rows: Any) -> np.ndarray:
+    """Seconds per one-row forward with the layers run under FHE in this process (keys made
+    beforehand): the cost without any server, for comparison with a forward through MOAI."""
+    import torch
+
+    with torch.no_grad():
+        hybrid(rows[:1], fhe="execute")  # keygen and circuit loading, once
+        seconds = []
+        for row in range(len(rows)):
+            started = time.perf_counter()
+            hybrid(rows[row : row + 1], fhe="execute")
+            seconds.append(time.perf_counter() - started)
+    return np.array(seconds)
 
 
 def remote_model(built: HybridBuild, url: str, model_name: str, work: Path) -> Any:

@@ -57,15 +57,26 @@ def test_unmodified_hybrid_client_runs_its_layers_on_moai(stack, token, hybrid_b
 
 
 def test_deployment_protocol_as_zamas_example_client(stack, token, logreg, bundles, tmp_path):
+    _zamas_deployment_client(f"{stack.url}/compat/{token}/deployment/breast-cancer-logreg", bundles, tmp_path)
+
+
+def test_through_the_proxy_the_access_log_holds_no_token(proxied_stack, token, logreg, bundles, tmp_path):
+    """nginx as deployed: the compat uploads pass its body limits, and its access log marks the token's place."""
+    _zamas_deployment_client(f"{proxied_stack.url}/compat/{token}/deployment/breast-cancer-logreg", bundles, tmp_path)
+    log = (proxied_stack.log_dir / "nginx" / "nginx-access.log").read_text()
+    assert token.split("_", 1)[1] not in log
+    assert '"POST /compat/[redacted]/deployment/breast-cancer-logreg/compute HTTP/1.1" 200' in log
+
+
+def _zamas_deployment_client(url: str, bundles, folder) -> None:
     """Zama's deployment client (breast_cancer/client.py) step by step, against a demo model."""
     from concrete.ml.deployment import FHEModelClient
 
-    url = f"{stack.url}/compat/{token}/deployment/breast-cancer-logreg"
     zip_response = requests.get(f"{url}/get_client", timeout=30)
     assert zip_response.status_code == 200
     assert zip_response.headers["Content-Type"] == "application/zip"
-    (tmp_path / "client.zip").write_bytes(zip_response.content)
-    client = FHEModelClient(path_dir=str(tmp_path), key_dir=str(tmp_path / "keys"))
+    (folder / "client.zip").write_bytes(zip_response.content)
+    client = FHEModelClient(path_dir=str(folder), key_dir=str(folder / "keys"))
     keys = client.get_serialized_evaluation_keys()
     response = requests.post(f"{url}/add_key", files={"key": io.BytesIO(initial_bytes=keys)}, timeout=60)
     assert response.status_code == 200, response.text
