@@ -35,7 +35,7 @@ class ApiClientAdmin(ReadOnlyAdmin):
     list_display = ["name", "is_active", "active_sessions", "created_at", "keys_rotated_at"]
     list_filter = ["is_active"]
     search_fields = ["name"]
-    actions = ["rotate_keys", "issue_api_key", "disable_clients", "enable_clients"]
+    actions = ["rotate_keys", "issue_api_key", "issue_compat_token", "disable_clients", "enable_clients"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiClient]:
         return super().get_queryset(request).annotate(n_active=Count("sessions", filter=Q(sessions__status="active")))
@@ -80,6 +80,12 @@ class ApiClientAdmin(ReadOnlyAdmin):
         response = TemplateResponse(request, "admin/moai/new_api_key.html", context)
         response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
         return response
+
+    @admin.action(description="Issue a new compatibility token (the current one stops working)", permissions=["manage"])
+    def issue_compat_token(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:
+        from compat.admin import issue_token_action
+
+        return issue_token_action(self, request, queryset)
 
     @admin.action(description="Disable selected clients", permissions=["manage"])
     def disable_clients(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:

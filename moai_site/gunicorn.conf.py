@@ -84,7 +84,16 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    # The access log's request line holds /compat/<token>/ URLs: tokens are redacted (compat/redaction.py).
+    "filters": {"redact_tokens": {"()": "compat.redaction.RedactTokens"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+            "filters": ["redact_tokens"],
+        },
+    },
     "root": {"level": "INFO", "handlers": ["stdout"]},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},

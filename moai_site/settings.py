@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "keys",
     "inference",
     "sessions.apps.KeySessionsConfig",
+    "compat",
 ]
 
 MIDDLEWARE = [
@@ -386,7 +387,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": JSON_FORMATTER},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
+    # Compatibility tokens travel in URLs: no log line may keep one (compat/redaction.py).
+    "filters": {"redact_tokens": {"()": "compat.redaction.RedactTokens"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact_tokens"]},
+    },
     "root": {"handlers": ["stdout"], "level": env_str("MOAI_LOG_LEVEL", "INFO")},
     # django-axes announces itself at INFO in every process, before each command's own
     # output; its failed-login and lockout lines are warnings and still come through.

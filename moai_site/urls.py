@@ -24,6 +24,7 @@ api_v1 = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("compat/<str:token>/", include("compat.urls")),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script from its own URL, not inline: the page's CSP forbids inline scripts.
     path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

@@ -42,6 +42,10 @@ ERRORS = {
 }
 
 
+# Form fields and part headers around the one file of a compat upload (compat/inputs.py allows 4 KiB).
+MULTIPART_MARGIN = 8192
+
+
 @dataclass
 class ProxyConfig:
     listen: int
@@ -106,7 +110,16 @@ events {{
     worker_connections 4096;
 }}
 http {{
-    access_log {run}/nginx-access.log;
+    # Compatibility tokens travel in URLs (/compat/<token>/...): the access log writes the
+    # request line with the token's place marked instead (compat/redaction.py does the same
+    # for gunicorn's and the application's logs).
+    map $request_uri $moai_logged_uri {{
+        ~^/compat/[^/]*(?<moai_compat_rest>/.*)?$ /compat/[redacted]$moai_compat_rest;
+        default $request_uri;
+    }}
+    log_format moai '$remote_addr - $remote_user [$time_local] "$request_method $moai_logged_uri $server_protocol" '
+                    '$status $body_bytes_sent "$http_user_agent" $request_time';
+    access_log {run}/nginx-access.log moai;
     server_tokens off;
     client_body_temp_path {run}/body;
     proxy_temp_path {run}/proxy;
@@ -167,6 +180,15 @@ http {{
         }}
         location ~ ^/api/v1/sessions/[^/]+/jobs$ {{
             client_max_body_size {config.max_ciphertext_bytes};
+            {proxy}
+        }}
+        # Concrete-ML's example clients (compat/): a key or a ciphertext as one multipart file.
+        location ~ ^/compat/[^/]+/(hybrid|deployment/[^/]+)/add_key$ {{
+            client_max_body_size {config.max_key_bytes + MULTIPART_MARGIN};
+            {proxy}
+        }}
+        location ~ ^/compat/[^/]+/(hybrid|deployment/[^/]+)/compute$ {{
+            client_max_body_size {config.max_ciphertext_bytes + MULTIPART_MARGIN};
             {proxy}
         }}{admin}
         location / {{

@@ -288,3 +288,11 @@ def owner(stack: Any, make_tenant: Callable[[str], Tenant], tmp_path: Path) -> A
 
     tenant = make_tenant("owner")
     return MoaiClient(stack.url, tenant.api_key, tmp_path / "owner-keys", progress=False, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def hybrid_build(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The hybrid demo MLP, trained and hybrid-compiled once per run (compat/hybrid_demo.py)."""
+    from compat.hybrid_demo import build as build_hybrid
+
+    return build_hybrid(tmp_path_factory.mktemp("hybrid"))

@@ -1,0 +1,101 @@
+"""Compatibility tokens and hybrid models in the admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from compat.models import CompatToken, HybridModule
+from compat.services import issue_token, retire_hybrid_model, revoke_tokens
+from inference.services import newest_active
+from keys.models import ApiClient
+from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from ops.audit import Actor
+
+
+def _revoke(queryset: QuerySet[CompatToken], actor: Actor, reason: str) -> str:
+    clients = {token.client for token in queryset.select_related("client")}
+    revoked = sum(revoke_tokens(client, actor, reason) for client in clients)
+    return f"Revoked {revoked} token(s) of {len(clients)} client(s); their /compat/ URLs are refused."
+
+
+def _retire(queryset: QuerySet[HybridModule], actor: Actor, reason: str) -> str:
+    names = sorted(set(queryset.values_list("model_name", flat=True)))
+    retired = sum(retire_hybrid_model(name, actor, reason) for name in names)
+    return f"Retired {retired} module version(s) of {', '.join(names)}."
+
+
+@admin.register(CompatToken)
+class CompatTokenAdmin(ReadOnlyAdmin):
+    list_display = ["prefix", "client", "created_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["prefix", "client__name"]
+    actions = ["revoke"]
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("keys.manage_apiclient")
+
+    @admin.action(description="Revoke the tokens of the selected tokens' clients", permissions=["manage"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[CompatToken]) -> TemplateResponse | None:
+        return confirm_with_reason(
+            self, request, queryset, title="Revoke compatibility tokens",
+            consequence="Every Concrete-ML example client of these clients gets 401 from its next request on; "
+            "their sessions stay open.",
+            perform=_revoke,
+        )  # fmt: skip
+
+
+@admin.register(HybridModule)
+class HybridModuleAdmin(ReadOnlyAdmin):
+    list_display = ["model_name", "module_name", "input_shape", "version_name", "served_version"]
+    list_filter = ["model_name"]
+    search_fields = ["model_name", "module_name", "version_name"]
+    actions = ["retire"]
+
+    @admin.display(description="served version")
+    def served_version(self, obj: HybridModule) -> Any:
+        model = newest_active(obj.version_name)
+        return model.version if model is not None else "retired"
+
+    def has_retire_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("inference.retire_modelversion")
+
+    @admin.action(description="Retire the selected modules' hybrid models (every module)", permissions=["retire"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[HybridModule]) -> TemplateResponse | None:
+        return confirm_with_reason(
+            self, request, queryset, title="Retire hybrid models",
+            consequence="The listings stop offering these models; sessions already open keep running.",
+            perform=_retire,
+        )  # fmt: skip
+
+
+def issue_token_action(
+    modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[ApiClient]
+) -> TemplateResponse | None:
+    """The API clients' action: a new compatibility token, shown once on the page after the confirmation."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, "Select exactly one client: its new token is shown once.", messages.ERROR)
+        return None
+    issued: list[str] = []
+
+    def perform(selected: QuerySet[ApiClient], actor: Actor, reason: str) -> str:
+        issued.append(issue_token(selected.get(), actor, reason))
+        return "Issued a new compatibility token; the earlier one is refused from now on."
+
+    confirmation = confirm_with_reason(
+        modeladmin, request, queryset, title="Issue a new compatibility token",
+        consequence="The client's current compatibility token stops working at once; its sessions stay open. "
+        "The new token is shown once, on the next page.",
+        perform=perform,
+    )  # fmt: skip
+    if not issued:
+        return confirmation
+    context = {**modeladmin.admin_site.each_context(request), "title": "New compatibility token",
+               "client": queryset.get(), "token": issued[0], "opts": modeladmin.model._meta}  # fmt: skip
+    response = TemplateResponse(request, "admin/compat/new_compat_token.html", context)
+    response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
+    return response

@@ -1,0 +1,68 @@
+"""``compute`` of the example-server protocols: one job, submitted and waited for in one request.
+
+Those clients post a ciphertext and read the result from the same response, so the
+request holds its thread until the job ends (woken by the worker, inference.waits),
+in steps of at most waits.MAX_WAIT_SECONDS, up to COMPUTE_SECONDS in all.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+
+from inference import services, waits
+from inference.models import Job
+from inference.services import JobInputs, SessionEndedError
+from ops.audit import Actor
+from ops.errors import ApiError
+from sessions.models import KeySession
+
+COMPUTE_SECONDS = 110.0  # under gunicorn's and the proxies' 120 s
+
+# A failed job's code, as the status the old clients see (any status but 200 is an error to them).
+_FAILED_STATUS = {
+    "invalid_ciphertext": 400,
+    "circuit_aborted": 400,
+    "context_expired": 410,
+    "context_invalidated": 410,
+    "context_suspended": 409,
+}
+
+
+def compute(session: KeySession, ciphertext: Path, actor: Actor) -> FileResponse:
+    try:
+        job, _ = services.submit_job(session, JobInputs([ciphertext]), None, actor)
+    except SessionEndedError:
+        raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None
+    _wait(job, actor)
+    if job.status != Job.Status.SUCCEEDED:
+        code = job.error_code or str(job.status)
+        raise ApiError(
+            _FAILED_STATUS.get(code, 503), code, f"The job ended {job.status}: {job.error_message or code}.",
+            job_id=str(job.pk),
+        )  # fmt: skip
+    output = job.output_name(0)
+    if job.blobs_erased or not default_storage.exists(output):
+        raise ApiError(410, "result_erased", "The result was erased when its session ended.", job_id=str(job.pk))
+    return FileResponse(default_storage.open(output, "rb"), content_type="application/octet-stream")
+
+
+def _wait(job: Job, actor: Actor) -> None:
+    deadline = time.monotonic() + COMPUTE_SECONDS
+    while job.status not in Job.FINISHED:
+        left = deadline - time.monotonic()
+        held = waits.hold_until_ended(job, min(left, waits.MAX_WAIT_SECONDS)) if left > 0 else None
+        if held is False or left <= 0:
+            # Nobody will fetch this job's result: the protocol has no way to come back for it.
+            services.cancel_job(job, actor)
+            if held is False:
+                error = ApiError(
+                    429, "rate_limited", "This client already holds as many waiting requests as it may.",
+                    job_id=str(job.pk),
+                )  # fmt: skip
+                error.retry_after = 1
+                raise error
+            raise ApiError(504, "job_timeout", f"The job did not end within {COMPUTE_SECONDS:g} s.", job_id=str(job.pk))

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any
+
+from compat.services import issue_token
+from keys.management.commands._client_command import ClientCommand
+from ops.audit import Actor
+
+
+class Command(ClientCommand):
+    help = (
+        "Issue a compatibility token (the credential of Concrete-ML's example clients, carried in the URL), "
+        "revoking the client's earlier one; printed once on the last line."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        client, reason = self.client_and_reason(options)
+        raw = issue_token(client, Actor.operator("issue_compat_token"), reason)
+        self.stdout.write(f"new compatibility token for {client.name}; any earlier one is refused. Store it now:")
+        self.stdout.write(raw)
