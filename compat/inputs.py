@@ -13,6 +13,7 @@ from django.http import HttpRequest, QueryDict
 from inference import uploads
 from inference.uploads import Spooled
 from ops.errors import ApiError
+from ops.streams import HEAD_BYTES
 
 MAX_FIELD_CHARS = 200
 # Form fields and part headers next to the one uploaded file.
@@ -50,12 +51,16 @@ def one_file(request: HttpRequest, field: str, cap: int) -> Iterator[Spooled]:
     with uploads.spooled_multipart(request, field, cap + FORM_OVERHEAD_BYTES) as paths:
         if len(paths) != 1:
             raise ApiError(400, "invalid_request", f"Send exactly one file in the field {field!r}.", field=field)
-        yield Spooled(paths[0], paths[0].stat().st_size, _sha256(paths[0]))
+        yield _spooled(paths[0])
 
 
-def _sha256(path: Path) -> str:
+def _spooled(path: Path) -> Spooled:
+    """The spooled file with its size, SHA-256 and first bytes (the key check reads its framing there)."""
     digest = hashlib.sha256()
+    head = b""
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(uploads.CHUNK), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+            if len(head) < HEAD_BYTES:
+                head += chunk[: HEAD_BYTES - len(head)]
+    return Spooled(path.stat().st_size, digest.hexdigest(), head, path=path)

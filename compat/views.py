@@ -60,6 +60,7 @@ def _compute(request: Request, uid: str, model_name: str, upload: Spooled) -> Fi
     session = _session(request, uid)
     if session.model_version.name != model_name:
         raise ApiError(400, "uid_model_mismatch", "This uid's keys were uploaded for another model or module.")
+    assert upload.path is not None  # compat inputs are always spooled to a local file (compat.inputs)
     check_inputs([upload.path], session.model_version, 1)
     return compute.compute(session, upload.path, client_actor(request))
 
