@@ -25,6 +25,7 @@ from keys.models import ApiClient
 from keys.services import create_client
 from ops import exit_status
 from ops.audit import Actor
+from tests.deploy_tools import AUTOSCALING, EXTERNAL_STORES, OPERATOR_API, PRODUCTION, ensure_helm, render
 from tests.helpers import login, make_staff, otp_code, post_bytes
 
 # Tests that run on-commit callbacks run circuits in this process: without the guard
@@ -272,3 +273,22 @@ def owner(stack: Any, make_tenant: Callable[[str], Tenant], tmp_path: Path) -> A
 
     tenant = make_tenant("owner")
     return MoaiClient(stack.url, tenant.api_key, tmp_path / "owner-keys", progress=False, timeout=30)
+
+
+# --- the deployment tests (tests/test_deploy_*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
+
+
+@pytest.fixture(scope="module")
+def renders(helm: Path) -> dict[str, list[dict[str, Any]]]:
+    """The chart as the runbook installs it: quick, production, production with autoscaling, external stores."""
+    return {
+        "default": render(helm),
+        "production": render(helm, *PRODUCTION, *OPERATOR_API),
+        "autoscaling": render(helm, *PRODUCTION, *AUTOSCALING, *OPERATOR_API),
+        "external": render(helm, *EXTERNAL_STORES, *OPERATOR_API),
+    }

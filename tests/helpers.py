@@ -1,16 +1,45 @@
-"""Small helpers shared by the tests."""
+"""Small helpers shared by the tests: commands, polling, requests, the admin's staff login."""
 
 from __future__ import annotations
 
-from typing import Any
+import io
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from django_otp.oath import totp
 from rest_framework.test import APIClient
 
 from ops.audit import Actor
 from ops.staff import Enrollment, enroll_totp
+
+T = TypeVar("T")
+
+
+def run_command(*args: str) -> str:
+    """Run a manage.py command in this process; what it wrote to stdout."""
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def poll(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """Call ``check`` until its answer is true or ``timeout`` seconds have passed; its last answer.
+
+    Callers assert on the answer (or use :func:`wait_for`): a wait that runs out fails on what
+    was last seen, never on how long it took.
+    """
+    deadline = time.monotonic() + timeout
+    while not (answer := check()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return answer
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
+    assert poll(check, timeout, interval), f"timed out waiting for {what}"
 
 
 def post_bytes(http: APIClient, url: str, body: bytes, **headers: str) -> Any:

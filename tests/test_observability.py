@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import promql_parser
@@ -17,6 +16,7 @@ from django.test import Client
 from inference.models import Job
 from moai_client import MoaiJobFailed
 from sessions.models import KeySession
+from tests.helpers import poll
 
 RUNBOOK_QUERIES = [
     "sum(moai_queue_depth)",
@@ -114,9 +114,8 @@ def test_worker_logs_are_json_lines_with_job_fields_and_no_ciphertext(stack, own
         return [line for line in lines if line.get("job_id") == job["job_id"]]
 
     # The client is woken when the job's row commits; the worker logs its end just after.
-    deadline = time.monotonic() + 10
-    while len(mine := logged()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lambda: len(logged()) >= 2, 10, 0.05)
+    mine = logged()
     assert [line["message"] for line in mine] == ["job running", "job succeeded"]
     assert mine[-1]["model"] == "breast-cancer-logreg"
     assert mine[-1]["client"] == "owner"
