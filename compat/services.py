@@ -14,13 +14,14 @@ from inference.models import ModelVersion
 from inference.registration import BundleError
 from inference.services import newest_active, register_model, retire_model
 from keys.models import ApiClient
-from ops import audit
+from ops import audit, rules
 from ops.audit import Actor
 
 
 @transaction.atomic
 def issue_token(client: ApiClient, actor: Actor, reason: str) -> str:
     """Revoke the client's compatibility token, if any, and issue a new one; the raw token is returned once."""
+    reason = rules.reason(reason)
     revoked = tokens.revoke_all(client)
     raw, prefix, sha256 = tokens.new_token()
     CompatToken.objects.create(client=client, prefix=prefix, token_sha256=sha256)
@@ -31,6 +32,7 @@ def issue_token(client: ApiClient, actor: Actor, reason: str) -> str:
 @transaction.atomic
 def revoke_tokens(client: ApiClient, actor: Actor, reason: str) -> int:
     """Revoke every compatibility token of a client: its URLs answer 401 from the next request on."""
+    reason = rules.reason(reason)
     revoked = tokens.revoke_all(client)
     audit.record(actor, "client.compat_token_revoked", "client", client.name, reason, revoked=revoked)
     return revoked

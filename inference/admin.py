@@ -21,7 +21,7 @@ def _retire(queryset: QuerySet[ModelVersion], actor: Actor, reason: str) -> str:
 
 
 def _cancel(queryset: QuerySet[Job], actor: Actor, reason: str) -> str:
-    cancelled = sum(cancel_job(job, actor) for job in queryset.select_related("model_version", "client"))
+    cancelled = sum(cancel_job(job, actor, reason) for job in queryset.select_related("model_version", "client"))
     return f"Cancelled {cancelled} job(s); {queryset.count() - cancelled} were no longer queued."
 
 

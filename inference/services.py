@@ -204,7 +204,7 @@ def enqueue(job_id: uuid.UUID) -> None:
         logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
 
 
-def cancel_job(job: Job, actor: Actor) -> bool:
+def cancel_job(job: Job, actor: Actor, reason: str = "cancelled by request") -> bool:
     """Cancel a queued job; False when it is no longer queued."""
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
@@ -214,7 +214,7 @@ def cancel_job(job: Job, actor: Actor) -> bool:
             error_message="Cancelled by request.",
         )
         if updated:
-            audit.record(actor, "job.cancelled", "job", job.id, "cancelled by request")
+            audit.record(actor, "job.cancelled", "job", job.id, reason)
     job.refresh_from_db()
     if updated:
         metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from inference import runtime, warmup
 from inference.models import Job
+from moai_site.env import env_str
 from ops import metrics
 from sessions.models import KeySession
 
@@ -164,7 +165,7 @@ def _serve_metrics(**_: Any) -> None:
         return
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_HostMetrics())
-    start_http_server(port, addr=os.environ.get("MOAI_WORKER_METRICS_ADDR", "0.0.0.0"), registry=registry)
+    start_http_server(port, addr=env_str("MOAI_WORKER_METRICS_ADDR") or "0.0.0.0", registry=registry)
     logger.info("worker metrics served", extra={"port": port})
 
 

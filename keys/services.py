@@ -9,20 +9,21 @@ from django.utils import timezone
 
 from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
-from ops import audit
+from ops import audit, rules
 from ops.audit import Actor
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion
 
 
-class ClientError(ValueError):
+class ClientError(rules.RuleError):
     """A client operation that cannot be done as asked (unknown or duplicate name)."""
 
 
 @transaction.atomic
 def create_client(name: str, actor: Actor) -> tuple[ApiClient, str]:
     """Create a client and its first API key; the raw key is returned once and never stored."""
+    rules.slug_name(name, "client")
     if ApiClient.objects.filter(name=name).exists():
         raise ClientError(f"a client named {name!r} already exists")
     client = ApiClient.objects.create(name=name)
@@ -40,6 +41,7 @@ def rotate_api_key(client: ApiClient, actor: Actor, reason: str) -> str:
     Sessions stay open: the evaluation keys are the data owner's, not the API key's
     (``rotate_client_keys`` ends sessions).
     """
+    reason = rules.reason(reason)
     revoked = ClientApiKey.objects.filter(client=client, revoked=False).update(revoked=True)
     api_key, raw_key = ClientApiKey.objects.create_key(name=f"{client.name} key", client=client)
     audit.record(
@@ -63,6 +65,7 @@ def rotate_client_keys(client: ApiClient, actor: Actor, reason: str) -> int:
     from sessions.models import KeySession
     from sessions.services import end_sessions
 
+    reason = rules.reason(reason)
     with transaction.atomic():
         ApiClient.objects.filter(pk=client.pk).update(keys_rotated_at=timezone.now())
         ended = end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"keys rotated: {reason}")
@@ -76,6 +79,7 @@ def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str
     from sessions.models import KeySession
     from sessions.services import end_sessions
 
+    reason = rules.reason(reason)
     with transaction.atomic():
         changed = ApiClient.objects.filter(pk=client.pk, is_active=not active).update(is_active=active)
         ended = 0

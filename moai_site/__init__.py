@@ -1,4 +1,4 @@
-"""Project package: settings, URLs, the Celery app, WSGI and the gunicorn config."""
+"""Project package: settings, URLs, the Celery app and WSGI (gunicorn's config is ./gunicorn.conf.py)."""
 
 from ops import exit_status
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from celery import Celery
 
+from moai_site.env import env_data_dir, env_int
+
 
 def _prepare_worker_environment() -> None:
     """Set, before anything imports them, what the worker's pool processes inherit.
@@ -29,10 +31,10 @@ def _prepare_worker_environment() -> None:
     from inference import cores
 
     cpus = cores.host_cores()
-    pool = int(os.environ.get("MOAI_WORKER_POOL_SIZE") or cpus)
+    pool = env_int("MOAI_WORKER_POOL_SIZE", cpus)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, pool))))
     cores.create_board()
-    data_dir = Path(os.environ.get("MOAI_DATA_DIR", "var")).resolve()
+    data_dir = env_data_dir()
     metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "prometheus" / "worker")))
     # Files of a previous run would be summed in as if their processes still existed.
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -13,6 +13,10 @@ from typing import TypeVar
 
 N = TypeVar("N", int, float)
 
+# The repository's var/, whatever folder a process starts in: settings, gunicorn and the
+# Celery processes all use this one default, so they agree on where the data is.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "var"
+
 
 class ConfigError(ValueError):
     """A configuration variable is present but cannot be used."""
@@ -70,3 +74,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_data_dir() -> Path:
+    """``MOAI_DATA_DIR`` as an absolute path. Nothing is created here: see ``moai_site.folders``."""
+    return Path(env_str("MOAI_DATA_DIR") or DEFAULT_DATA_DIR).resolve()

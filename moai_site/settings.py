@@ -13,7 +13,7 @@ from typing import Any
 
 import dj_database_url
 
-from moai_site.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from moai_site.env import ConfigError, env_bool, env_data_dir, env_float, env_int, env_list, env_str
 from moai_site.logs import JSON_FORMATTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,8 +38,8 @@ MOAI_AUDIT_KEY: str = _audit_key
 MOAI_AUDIT_PREVIOUS_KEYS = env_list("MOAI_AUDIT_PREVIOUS_KEYS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
-MOAI_DATA_DIR = Path(env_str("MOAI_DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
-MOAI_DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Folders under it are created when a process starts (moai_site.folders), never on import.
+MOAI_DATA_DIR = env_data_dir()
 
 MOAI_SESSION_TTL_SECONDS = env_int("MOAI_SESSION_TTL_SECONDS", 3600, minimum=1)
 MOAI_WORKER_POOL_SIZE = env_int("MOAI_WORKER_POOL_SIZE", os.cpu_count() or 1, minimum=1)
@@ -240,7 +240,6 @@ STORAGES = {
 # Uploads larger than this go to a temporary file, never to memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 FILE_UPLOAD_TEMP_DIR = str(MOAI_DATA_DIR / "tmp")
-Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = MOAI_MAX_BATCH_INPUTS
 
@@ -322,8 +321,6 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": None}
 else:
     _broker_dir = MOAI_DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),

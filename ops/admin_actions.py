@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 
 from ops.audit import Actor
+from ops.rules import RuleError
 
 Perform = Callable[[QuerySet[Any], Actor, str], str]
 
@@ -46,7 +47,11 @@ def confirm_with_reason(
 ) -> TemplateResponse | None:
     form = ReasonForm(request.POST if request.POST.get("confirm") == "yes" else None)
     if form.is_valid():
-        message = perform(queryset, staff_actor(request), form.cleaned_data["reason"])
+        try:
+            message = perform(queryset, staff_actor(request), form.cleaned_data["reason"])
+        except RuleError as exc:
+            modeladmin.message_user(request, f"Nothing was changed: {exc}.", messages.ERROR)
+            return None
         modeladmin.message_user(request, message, messages.SUCCESS)
         return None
     context = {

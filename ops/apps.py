@@ -8,7 +8,10 @@ class OpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from moai_site.folders import create_data_folders
         from ops import schema  # noqa: F401  (registers the API key scheme with drf-spectacular)
+
+        create_data_folders()
 
 
 class MoaiAdminConfig(admin_apps.AdminConfig):

@@ -81,7 +81,7 @@ class Stack:
                 str(BIN / "gunicorn"),
                 "moai_site.wsgi",
                 "-c",
-                "moai_site/gunicorn.conf.py",
+                str(ROOT / "gunicorn.conf.py"),
                 "--bind",
                 f"127.0.0.1:{self.web_port}",
             ],

@@ -23,7 +23,7 @@ from inference.uploads import Spooled
 from keys.evaluation_keys import KeyCheckError, check_declared_size, check_uploaded_keys, fingerprints_of
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
-from ops import audit
+from ops import audit, rules
 from ops.audit import Actor
 from sessions.models import KeySession
 
@@ -172,6 +172,7 @@ def end_selected_sessions(
     session: the audit log must show that the response was carried out even when the
     selection held no open session.
     """
+    reason = rules.reason(reason)
     with transaction.atomic():
         matched = sessions.count()
         ended = end_sessions(sessions, status, actor, reason)
@@ -237,6 +238,7 @@ def count_circuit_abort(session_id: uuid.UUID, actor: Actor) -> bool:
 
 def lift_suspension(session: KeySession, actor: Actor, reason: str) -> bool:
     """Let a suspended session run jobs again, its abort count back at 0; False if it was not suspended."""
+    reason = rules.reason(reason)
     with transaction.atomic():
         lifted = KeySession.objects.filter(pk=session.pk, status=KeySession.Status.SUSPENDED).update(
             status=KeySession.Status.ACTIVE, circuit_aborts=0

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from inference.demo_models import DEMO_MODELS, Built, build
@@ -24,7 +25,8 @@ from keys.models import ApiClient
 from keys.services import create_client
 from ops import exit_status
 from ops.audit import Actor
-from tests.helpers import post_bytes
+from tests.deploy_tools import AUTOSCALING, EXTERNAL_STORES, OPERATOR_API, PRODUCTION, ensure_helm, render
+from tests.helpers import login, make_staff, otp_code, post_bytes
 
 # Tests that run on-commit callbacks run circuits in this process: without the guard
 # a failing run would exit 0 (ops/exit_status.py; moai_site installs it too).
@@ -145,6 +147,16 @@ def open_session(bundles: dict[str, Bundle]) -> Callable[[Tenant, ModelVersion],
         return context_id
 
     return _open
+
+
+@pytest.fixture
+def staff_client(db: None) -> Client:
+    """A superuser "sam" logged in to the admin with a password and a second factor."""
+    _, enrollment = make_staff("sam")
+    client = Client()
+    response = login(client, "sam", otp_code(enrollment))
+    assert response.request["PATH_INFO"] == "/admin/"
+    return client
 
 
 @pytest.fixture(autouse=True)
@@ -296,3 +308,22 @@ def hybrid_build(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from compat.hybrid_demo import build as build_hybrid
 
     return build_hybrid(tmp_path_factory.mktemp("hybrid"))
+
+
+# --- the deployment tests (tests/test_deploy_*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
+
+
+@pytest.fixture(scope="module")
+def renders(helm: Path) -> dict[str, list[dict[str, Any]]]:
+    """The chart as the runbook installs it: quick, production, production with autoscaling, external stores."""
+    return {
+        "default": render(helm),
+        "production": render(helm, *PRODUCTION, *OPERATOR_API),
+        "autoscaling": render(helm, *PRODUCTION, *AUTOSCALING, *OPERATOR_API),
+        "external": render(helm, *EXTERNAL_STORES, *OPERATOR_API),
+    }

@@ -1,4 +1,6 @@
-"""Helpers for tests/test_deploy.py: helm, Dockerfile and .dockerignore reading, PromQL, runbook parsing.
+"""Helpers for the deployment tests (tests/test_deploy_*.py).
+
+helm, Dockerfile and .dockerignore reading, PromQL, runbook parsing, and names the tests share.
 
 Nothing here needs a cluster or a Docker engine: the chart is rendered with the official helm
 binary (fetched from npm, which is reachable here), and manifests are checked offline.
@@ -6,6 +8,7 @@ binary (fetched from npm, which is reachable here), and manifests are checked of
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -359,3 +362,57 @@ def flag_value(words: list[str], *names: str) -> str | None:
             if word.startswith(name + "="):
                 return word.split("=", 1)[1]
     return None
+
+
+# --- shared by the deployment tests ---------------------------------------------------------------
+
+WEB, WORKER, BEAT, MIGRATE = "moai-service-web", "moai-service", "moai-service-beat", "moai-service-migrate"
+
+
+def sets(*assignments: str) -> list[str]:
+    return [word for assignment in assignments for word in ("--set", assignment)]
+
+
+EXTERNAL_STORES = sets(
+    *(
+        "postgresql.enabled=false",
+        "database.existingSecret=moai-database",
+        "database.ownerExistingSecret=moai-database",
+    ),
+    *("redis.enabled=false", "redis.existingSecret=moai-redis"),
+    *("moai.secretKey.existingSecret=moai-secret-key", "moai.auditKey.existingSecret=moai-secret-key"),
+)
+
+
+# One web replica reports these from the database, or every one while Redis is down: alerts and
+# panels read them with max over replicas, which is right in both cases (a sum is not in the second).
+SHARED_GAUGES = {"moai_queue_depth", "moai_session_count", "moai_jobs_running", "moai_audit_head_sequence"}
+
+
+def chart_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rule = find(objects, "PrometheusRule", RELEASE)
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(rule["spec"]) == {"groups"}
+    (group,) = rule["spec"]["groups"]
+    assert set(group) == {"name", "rules"}
+    # A copy: the rendered objects are shared by the module's tests.
+    rules: list[dict[str, Any]] = copy.deepcopy(group["rules"])
+    return rules
+
+
+def summed_shared_gauges(expression: str) -> list[str]:
+    """sum() aggregations that add up a shared-state gauge over web replicas."""
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.AggregateExpr) and str(node.op) == "sum":
+            per_replica = (
+                node.modifier is not None
+                and str(node.modifier.type).endswith("By")
+                and ({"instance", "pod"} & set(node.modifier.labels))
+            )
+            if metric_names(str(node.expr)) & SHARED_GAUGES and not per_replica:
+                found.append(str(node))
+
+    promql_parser.walk(promql_parser.parse(expression), visit)
+    return found

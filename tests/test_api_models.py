@@ -19,7 +19,7 @@ def test_list_shows_newest_active_version_with_its_sizes(alice, logreg, register
     assert listed["name"] == "breast-cancer-logreg"
     assert listed["version"] == second.version == 2
     assert listed["evaluation_keys_bytes"] == logreg.evaluation_keys_bytes
-    assert listed["input_ciphertext_bytes"] == 984
+    assert listed["input_ciphertext_bytes"] == logreg.input_ciphertext_bytes
     assert set(listed) >= {"name", "version", "description", "status", "created_at"}
 
 

@@ -79,7 +79,7 @@ def test_session_of_another_client_is_not_found(alice, mallory, logreg, open_ses
     for response in (
         mallory.http.get(f"/api/v1/sessions/{context_id}"),
         mallory.http.delete(f"/api/v1/sessions/{context_id}"),
-        post_bytes(mallory.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * 984),
+        post_bytes(mallory.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * logreg.input_ciphertext_bytes),
     ):
         assert response.status_code == 404
         assert error_code(response) == "context_not_found"
@@ -101,7 +101,7 @@ def test_delete_erases_keys_and_ends_the_session(alice, logreg, open_session):
     assert not default_storage.exists(keys_blob)
     body = alice.http.get(f"/api/v1/sessions/{context_id}").json()
     assert body["status"] == "invalidated"
-    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * 984)
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", b"x" * logreg.input_ciphertext_bytes)
     assert response.status_code == 410
     assert error_code(response) == "context_invalidated"
     # Ending it again changes nothing and writes no second record.

@@ -8,18 +8,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
 from ops.models import AuditRecord
-
-
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
+from tests.helpers import run_command
 
 
 @pytest.fixture
@@ -32,19 +26,19 @@ def history(alice, logreg, open_session):
 
 
 def test_a_fresh_history_verifies(history):
-    assert f"audit log intact: {len(history)} record(s)" in run("verify_audit_log")
+    assert f"audit log intact: {len(history)} record(s)" in run_command("verify_audit_log")
 
 
 def test_an_edited_record_is_named(history):
     AuditRecord.objects.filter(pk=history[2].pk).update(reason="nothing happened")
     with pytest.raises(CommandError, match=f"sequence number {history[2].seq}: record #{history[2].seq} content"):
-        run("verify_audit_log")
+        run_command("verify_audit_log")
 
 
 def test_a_deleted_record_is_named_by_its_missing_number(history):
     AuditRecord.objects.filter(pk=history[2].pk).delete()
     with pytest.raises(CommandError, match=f"sequence number {history[2].seq}: record #{history[2].seq} is missing"):
-        run("verify_audit_log")
+        run_command("verify_audit_log")
 
 
 def test_an_inserted_record_is_found(history):
@@ -61,7 +55,7 @@ def test_an_inserted_record_is_found(history):
         digest="f" * 64,
     )
     with pytest.raises(CommandError, match=f"sequence number {forged.seq}: record #{forged.seq} content"):
-        run("verify_audit_log")
+        run_command("verify_audit_log")
 
 
 def test_reordered_records_are_found(history):
@@ -72,17 +66,17 @@ def test_reordered_records_are_found(history):
         cursor.execute(f"UPDATE {table} SET seq = %s WHERE seq = %s", [first.seq, second.seq])
         cursor.execute(f"UPDATE {table} SET seq = %s WHERE seq = 0", [second.seq])
     with pytest.raises(CommandError, match=f"sequence number {first.seq}: record #{first.seq}"):
-        run("verify_audit_log")
+        run_command("verify_audit_log")
 
 
 def test_export_jsonl_csv_and_since(history):
-    lines = [json.loads(line) for line in run("export_audit_log").splitlines()]
+    lines = [json.loads(line) for line in run_command("export_audit_log").splitlines()]
     assert [line["seq"] for line in lines] == [r.seq for r in history] == list(range(1, len(history) + 1))
     assert {"actor", "action", "target_id", "reason", "source", "at", "key_id", "digest"} <= set(lines[0])
-    rows = list(csv.DictReader(io.StringIO(run("export_audit_log", "--format", "csv"))))
+    rows = list(csv.DictReader(io.StringIO(run_command("export_audit_log", "--format", "csv"))))
     assert [int(row["id"]) for row in rows] == [r.pk for r in history]
     AuditRecord.objects.filter(pk=history[0].pk).update(at=timezone.now() - timedelta(days=2))
     since = (timezone.now() - timedelta(days=1)).isoformat()
-    assert len(run("export_audit_log", "--since", since).splitlines()) == len(history) - 1
+    assert len(run_command("export_audit_log", "--since", since).splitlines()) == len(history) - 1
     with pytest.raises(CommandError, match="ISO 8601"):
-        run("export_audit_log", "--since", "yesterday")
+        run_command("export_audit_log", "--since", "yesterday")

@@ -1,8 +1,11 @@
 """The benchmark runs in a reduced mode in every test run, so that it cannot rot.
 
-Figures are not asserted against targets here (this machine is shared and noisy);
-the full run (`python -m bench`) reports them. What is checked is that every
-measurement ran and produced a sane number.
+Figures are not asserted against timing targets here (this machine is shared and
+noisy, and a quick run is too short for its ratios to mean anything); the full run
+(`python -m bench`) fails on a missed target. What is checked is that every
+measurement ran and produced a sane number, that each target's verdict says what
+its figures say, and the one target that is not a speed: the web process streams
+uploads instead of holding them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.e2e
-def test_reduced_benchmark_measures_everything(tmp_path):
+def test_reduced_benchmark_measures_everything(tmp_path, bundles):
     output = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
@@ -44,13 +47,16 @@ def test_reduced_benchmark_measures_everything(tmp_path):
     assert results["throughput"]["jobs"] > 0
     assert 0 < results["throughput"]["ratio"] < 1.5
     assert results["upload"]["mb_per_s"] > 0
-    assert results["upload"]["real_keys"]["bytes"] == 33_751_672
+    real_keys = results["upload"]["real_keys"]
+    assert real_keys["bytes"] == bundles[real_keys["model"]].facts.evaluation_keys_bytes
     near = results["upload"]["real_keys"]["near_copy"]
     assert 0 < near["before_s"] < near["after_s"]
     assert "near-copy check" in done.stdout
     for label in ("affinity", "oldest_first"):
-        assert results["affinity"][label]["jobs"] > 0
-        assert results["affinity"][label]["key_cache_misses"] >= 0
+        measured = results["affinity"][label]
+        assert measured["jobs"] > 0
+        # Read from the worker's metrics: a job loads its keys at most once, so more loads than jobs is a miscount.
+        assert 0 <= measured["key_cache_misses"] <= measured["jobs"]
     batch = results["batch"]["iris-tree"]
     assert batch["side_by_side"]["median_ms"] > 0
     assert batch["one_after_the_other"]["median_ms"] > 0
@@ -61,5 +67,10 @@ def test_reduced_benchmark_measures_everything(tmp_path):
     assert "worker runtime import" in done.stdout
     assert results["sweep"]["expired"] == results["sweep"]["sessions"]
     assert results["sweep"]["key_files_left"] == 0
-    assert all("met" in t for name, t in results["targets"].items() if name != "iris-tree")
+    targets, upload = results["targets"], results["upload"]
+    assert targets["breast-cancer-logreg"]["met"] == (targets["breast-cancer-logreg"]["added_ms"] <= 30)
+    assert targets["throughput"]["met"] == (results["throughput"]["ratio"] >= 0.9)
+    assert targets["upload"]["met"] == (upload["web_peak_growth_mib"] < 64 and upload["mb_per_s"] >= 200)
+    assert targets["sweep"]["met"] == (results["sweep"]["seconds"] < 10)
+    assert upload["web_peak_growth_mib"] < 64
     assert not any(isinstance(v, float) and math.isnan(v) for v in results["throughput"].values())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
@@ -14,16 +12,11 @@ from inference.models import ModelVersion
 from keys.models import ApiClient
 from ops.models import AuditRecord
 from sessions.models import KeySession
-
-
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
+from tests.helpers import run_command
 
 
 def test_create_client_prints_a_working_key_once_on_the_last_line(db, logreg):
-    output = run("create_client", "acme")
+    output = run_command("create_client", "acme")
     raw_key = output.strip().splitlines()[-1]
     client = ApiClient.objects.get(name="acme")
     assert client.api_keys.get().is_valid(raw_key)
@@ -39,13 +32,13 @@ def test_create_client_prints_a_working_key_once_on_the_last_line(db, logreg):
 def test_create_client_refuses_duplicates_and_bad_names(db, name):
     ApiClient.objects.create(name="acme")
     with pytest.raises(CommandError):
-        run("create_client", name)
+        run_command("create_client", name)
 
 
 def test_register_model_measures_sizes_and_adds_versions(db, bundles):
     folder = bundles["breast-cancer-logreg"].folder
-    first = run("register_model", "lr", str(folder), "--description", "first")
-    second = run("register_model", "lr", str(folder))
+    first = run_command("register_model", "lr", str(folder), "--description", "first")
+    second = run_command("register_model", "lr", str(folder))
     assert "registered lr v1" in first
     assert "registered lr v2" in second
     versions = list(ModelVersion.objects.filter(name="lr").order_by("version"))
@@ -58,14 +51,14 @@ def test_register_model_measures_sizes_and_adds_versions(db, bundles):
 
 def test_register_model_rejects_a_folder_without_a_bundle(db, tmp_path):
     with pytest.raises(CommandError, match=r"client\.zip"):
-        run("register_model", "lr", str(tmp_path))
+        run_command("register_model", "lr", str(tmp_path))
     with pytest.raises(CommandError, match="invalid model name"):
-        run("register_model", "no/slashes", str(tmp_path))
+        run_command("register_model", "no/slashes", str(tmp_path))
     assert not ModelVersion.objects.exists()
 
 
 def test_build_demo_models_builds_and_registers(db, tmp_path):
-    output = run("build_demo_models", "--only", "breast-cancer-logreg", "--output", str(tmp_path))
+    output = run_command("build_demo_models", "--only", "breast-cancer-logreg", "--output", str(tmp_path))
     assert "breast-cancer-logreg v1" in output
     model = ModelVersion.objects.get(name="breast-cancer-logreg")
     assert model.input_features == 30
@@ -75,16 +68,16 @@ def test_build_demo_models_builds_and_registers(db, tmp_path):
     assert model.feature_names[:2] == ["mean radius", "mean texture"]
     assert len(model.feature_names) == 30
     with pytest.raises(CommandError, match="unknown demo model"):
-        run("build_demo_models", "--only", "nope")
+        run_command("build_demo_models", "--only", "nope")
 
 
 def test_expire_sessions_ends_only_lapsed_ones(alice, logreg, open_session):
     lapsed, current = open_session(alice, logreg), open_session(alice, logreg)
     KeySession.objects.filter(pk=lapsed).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert "expired 1 session(s)" in run("expire_sessions")
+    assert "expired 1 session(s)" in run_command("expire_sessions")
     assert KeySession.objects.get(pk=lapsed).status == "expired"
     assert KeySession.objects.get(pk=current).status == "active"
-    assert "expired 0 session(s)" in run("expire_sessions")
+    assert "expired 0 session(s)" in run_command("expire_sessions")
 
 
 def test_every_management_command_of_the_project_has_a_test():
@@ -99,18 +92,22 @@ def test_every_management_command_of_the_project_has_a_test():
     assert {"create_client", "register_model", "build_demo_models", "expire_sessions"} <= set(ours)
     test_sources = "".join(path.read_text() for path in pathlib.Path(__file__).parent.glob("test_*.py"))
     untested = [
-        name for name in ours if f'run("{name}"' not in test_sources and f'call_command("{name}"' not in test_sources
+        name
+        for name in ours
+        if f'run_command("{name}"' not in test_sources and f'call_command("{name}"' not in test_sources
     ]
     assert untested == []
 
 
 def test_retire_model_falls_back_to_the_previous_version(alice, logreg, register):
     second = register("breast-cancer-logreg")
-    assert "v2 retired" in run("retire_model", "breast-cancer-logreg", "--reason", "regression found")
+    assert "v2 retired" in run_command("retire_model", "breast-cancer-logreg", "--reason", "regression found")
     assert alice.http.get("/api/v1/models/breast-cancer-logreg").json()["version"] == 1
-    assert "already retired" in run("retire_model", "breast-cancer-logreg", "--model-version", "2", "--reason", "again")
+    assert "already retired" in run_command(
+        "retire_model", "breast-cancer-logreg", "--model-version", "2", "--reason", "again"
+    )
     second.refresh_from_db()
     assert second.status == "retired"
     assert AuditRecord.objects.filter(action="model.retired", reason="regression found").count() == 1
     with pytest.raises(CommandError):
-        run("retire_model", "nothing", "--reason", "x")
+        run_command("retire_model", "nothing", "--reason", "x")

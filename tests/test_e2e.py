@@ -21,6 +21,7 @@ from django.core.files.storage import default_storage
 from inference.models import Job
 from moai_client import MoaiClient, MoaiJobFailed
 from sessions.models import KeySession
+from tests.helpers import poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -227,15 +228,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _eventually(check, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_invalidating_a_client_erases_its_keys_from_storage_and_every_worker(stack, owner, make_tenant, tree, bundles):
     import subprocess
     import sys
@@ -250,7 +242,7 @@ def test_invalidating_a_client_erases_its_keys_from_storage_and_every_worker(sta
     other = bystander.open_session("iris-tree")
     bystander.predict(other, rows, timeout=120)
     ids = {session.context_id for session in owned}
-    assert _eventually(lambda: ids <= _cached_sessions()), "the worker never reported holding the keys"
+    assert poll(lambda: ids <= _cached_sessions(), 20, 0.2), "the worker never reported holding the keys"
     key_files = {KeySession.objects.get(pk=i).keys_blob for i in ids}
     assert all(default_storage.exists(name) for name in key_files)
 
@@ -266,7 +258,7 @@ def test_invalidating_a_client_erases_its_keys_from_storage_and_every_worker(sta
     assert "invalidated 2 session(s)" in done.stdout
     assert not any(default_storage.exists(name) for name in key_files)
     assert not [name for name in default_storage.listdir("keys")[1] if name.split(".")[0] in ids]
-    assert _eventually(lambda: not (ids & _cached_sessions())), "a worker still holds the invalidated keys"
+    assert poll(lambda: not (ids & _cached_sessions()), 20, 0.2), "a worker still holds the invalidated keys"
     assert other.context_id in _cached_sessions()  # another client's keys stay warm
     with pytest.raises(Exception, match="context_invalidated"):
         owner.predict(owned[0], rows, timeout=30)

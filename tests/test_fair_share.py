@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 
 import pytest
 import requests
@@ -17,6 +16,7 @@ from inference.models import Job
 from moai_client import MoaiJobFailed
 from ops.models import AuditRecord
 from sessions.models import KeySession
+from tests.helpers import poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -89,9 +89,7 @@ def test_a_single_job_waits_for_at_most_one_job_per_pool_process_behind_a_flood(
         flood.append(submitted.json()["job_id"])
     single = _api(stack, other, "POST", f"/sessions/{other_session}/jobs", data=ciphertext,
                   headers={"Content-Type": "application/octet-stream"}).json()["job_id"]  # fmt: skip
-    deadline = time.monotonic() + 120
-    while Job.objects.get(pk=single).status in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll(lambda: Job.objects.get(pk=single).status not in ("queued", "running"), 120)
     mine = Job.objects.get(pk=single)
     assert mine.status == "succeeded"
     # The bound, counted rather than timed: flood jobs that started after the single job was
@@ -123,9 +121,7 @@ def test_a_session_whose_jobs_abort_the_runtime_is_suspended_and_spares_others_w
         with pytest.raises(MoaiJobFailed) as failed:
             owner.wait(job["job_id"], timeout=120)
         assert failed.value.code == "circuit_aborted"
-    deadline = time.monotonic() + 10
-    while KeySession.objects.get(pk=bad.context_id).status != "suspended" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll(lambda: KeySession.objects.get(pk=bad.context_id).status == "suspended", 10)
     assert KeySession.objects.get(pk=bad.context_id).status == "suspended"
     assert AuditRecord.objects.filter(action="session.suspended", target_id=bad.context_id).count() == 1
 

@@ -15,6 +15,7 @@ import pytest
 from inference.models import Job
 from inference.recovery import recover_jobs
 from moai_site.celery import app as celery_app
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -30,25 +31,17 @@ def real_broker(settings):
     celery_app.conf.task_always_eager = was
 
 
-def _until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_sigkill_of_the_whole_worker_mid_batch(stack, owner, tree, bundles, real_broker):
     samples = bundles["iris-tree"].samples
     rows = samples["X"][[i % 4 for i in range(24)]]
     session = owner.open_session("iris-tree")
     job_id = owner.submit(session, session.encrypt(rows))["job_id"]
-    _until(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
+    wait_for(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
     time.sleep(1.0)
     stack.stop_process("worker", signal.SIGKILL)  # the node is gone: parent and pool processes
     assert Job.objects.get(pk=job_id).status == "running"
     stack.restart_worker()
-    _until(lambda: recover_jobs().requeued == 1, 30, "the lost job to be taken back")
+    wait_for(lambda: recover_jobs().requeued == 1, 30, "the lost job to be taken back")
     job = owner.wait(job_id, timeout=180)
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
     labels = session.decrypt(owner.results(job)).argmax(axis=1).tolist()
@@ -59,7 +52,7 @@ def test_sigterm_during_a_batch_finishes_it(stack, owner, tree, bundles):
     rows = bundles["iris-tree"].samples["X"][[i % 4 for i in range(12)]]
     session = owner.open_session("iris-tree")
     job_id = owner.submit(session, session.encrypt(rows))["job_id"]
-    _until(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
+    wait_for(lambda: Job.objects.get(pk=job_id).status == "running", 60, "the batch to start")
     # Kubernetes sends SIGTERM to the container's first process, the worker's parent:
     # Celery's warm shutdown lets the running job finish before it exits.
     stack.stop_process("worker", signal.SIGTERM, timeout=120, group=False)

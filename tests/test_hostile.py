@@ -84,21 +84,32 @@ def test_truncated_real_keys_are_refused(alice, tree, bundles):
         assert error_code(response) in ("evaluation_keys_mismatch", "invalid_evaluation_keys")
 
 
-@pytest.mark.parametrize("size", [0, 1, 983, 985, 984])
-def test_ciphertexts_at_every_size_boundary(world, alice, size):
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (lambda exact: 0, "invalid_ciphertext"),
+        (lambda exact: 1, "ciphertext_size_mismatch"),
+        (lambda exact: exact - 1, "ciphertext_size_mismatch"),
+        (lambda exact: exact + 1, "ciphertext_size_mismatch"),
+        (lambda exact: exact, "invalid_ciphertext"),
+    ],
+    ids=["empty", "one byte", "one short", "one over", "exact"],
+)
+def test_ciphertexts_at_every_size_boundary(world, alice, logreg, size, expected):
     context_id, _ = world
-    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", os.urandom(size))
+    body = os.urandom(size(logreg.input_ciphertext_bytes))
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", body)
     assert response.status_code == 400
-    expected = "ciphertext_size_mismatch" if size not in (0, 984) else "invalid_ciphertext"
     assert error_code(response) == expected
 
 
 def test_damaged_ciphertexts_in_a_batch_are_refused_or_end_the_job_cleanly(
-    world, alice, bundles, django_capture_on_commit_callbacks
+    world, alice, logreg, bundles, django_capture_on_commit_callbacks
 ):
     context_id, _ = world
     good = bundles[LOGREG].encrypt(1)
-    garbage = [SimpleUploadedFile(f"{i}.bin", body) for i, body in enumerate([good, good, os.urandom(984)])]
+    damaged = os.urandom(logreg.input_ciphertext_bytes)
+    garbage = [SimpleUploadedFile(f"{i}.bin", body) for i, body in enumerate([good, good, damaged])]
     response = alice.http.post(f"/api/v1/sessions/{context_id}/jobs", {"inputs": garbage}, format="multipart")
     assert (response.status_code, error_code(response), response.json()["error"]["index"]) == (
         400, "invalid_ciphertext", 2,

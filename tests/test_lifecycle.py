@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
@@ -16,15 +14,9 @@ from inference.models import Job
 from keys.throttling import ClientRateThrottle
 from ops.models import AuditRecord
 from sessions.models import KeySession
-from tests.helpers import error_code, post_bytes
+from tests.helpers import error_code, post_bytes, run_command
 
 LOGREG = "breast-cancer-logreg"
-
-
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 def submit(tenant, context_id, body):
@@ -43,7 +35,9 @@ def test_invalidation_cancels_a_queued_job_and_erases_keys_and_inputs(queued):
     session, job = queued
     assert default_storage.exists(session.keys_blob)
     assert default_storage.exists(job.input_name(0))
-    assert "invalidated 1 session(s)" in run("invalidate_sessions", "--context", str(session.pk), "--reason", "leak")
+    assert "invalidated 1 session(s)" in run_command(
+        "invalidate_sessions", "--context", str(session.pk), "--reason", "leak"
+    )
     job.refresh_from_db()
     assert (job.status, job.error_code) == ("cancelled", "context_invalidated")
     assert not default_storage.exists(session.keys_blob)
@@ -56,7 +50,7 @@ def test_invalidation_cancels_a_queued_job_and_erases_keys_and_inputs(queued):
 def test_invalidation_while_running_discards_the_result(queued, alice):
     _session, job = queued
     claimed = services.claim_job(str(job.pk))
-    run("invalidate_sessions", "--client", "alice", "--reason", "incident 7")
+    run_command("invalidate_sessions", "--client", "alice", "--reason", "incident 7")
     job.refresh_from_db()
     assert (job.status, job.error_code) == ("failed", "context_invalidated")
     # The worker finishes its circuit afterwards: its output must not survive.
@@ -71,8 +65,10 @@ def test_invalidation_while_running_discards_the_result(queued, alice):
 
 def test_double_invalidation_changes_nothing_the_second_time(queued):
     session, _ = queued
-    run("invalidate_sessions", "--model", LOGREG, "--reason", "first")
-    assert "invalidated 0 session(s); 1 had already ended" in run("invalidate_sessions", "--all", "--reason", "second")
+    run_command("invalidate_sessions", "--model", LOGREG, "--reason", "first")
+    assert "invalidated 0 session(s); 1 had already ended" in run_command(
+        "invalidate_sessions", "--all", "--reason", "second"
+    )
     assert AuditRecord.objects.filter(action="session.invalidated", target_id=str(session.pk)).count() == 1
 
 
@@ -87,18 +83,18 @@ def test_double_invalidation_changes_nothing_the_second_time(queued):
 )
 def test_invalidate_unknown_targets_fail_clearly(db, args):
     with pytest.raises(CommandError):
-        run("invalidate_sessions", *args, "--reason", "x")
+        run_command("invalidate_sessions", *args, "--reason", "x")
 
 
 def test_invalidate_needs_a_reason(queued):
     with pytest.raises(CommandError, match="reason"):
-        run("invalidate_sessions", "--all", "--reason", "  ")
+        run_command("invalidate_sessions", "--all", "--reason", "  ")
     assert KeySession.objects.filter(status="active").count() == 1
 
 
 def test_rotation_ends_sessions_and_refuses_the_old_keys(alice, tree, open_session, bundles, tmp_path):
     context_id = open_session(alice, tree)
-    assert "ended 1 session(s)" in run("rotate_client_keys", "alice", "--reason", "laptop stolen")
+    assert "ended 1 session(s)" in run_command("rotate_client_keys", "alice", "--reason", "laptop stolen")
     assert KeySession.objects.get(pk=context_id).status == "invalidated"
     old_keys = bundles["iris-tree"].evaluation_keys
     refused = post_bytes(alice.http, "/api/v1/models/iris-tree/sessions", old_keys)
@@ -125,25 +121,25 @@ def test_models_without_key_material_are_measured_as_such(logreg, tree):
 
 def test_rotating_an_unknown_client_fails(db):
     with pytest.raises(CommandError, match="no client named"):
-        run("rotate_client_keys", "ghost", "--reason", "x")
+        run_command("rotate_client_keys", "ghost", "--reason", "x")
 
 
 def test_disable_and_enable_client(alice, logreg, open_session):
     context_id = open_session(alice, logreg)
-    assert "alice disabled" in run("disable_client", "alice", "--reason", "unpaid")
+    assert "alice disabled" in run_command("disable_client", "alice", "--reason", "unpaid")
     assert alice.http.get("/api/v1/models").status_code == 403
     assert KeySession.objects.get(pk=context_id).status == "invalidated"
-    assert "already disabled" in run("disable_client", "alice", "--reason", "again")
-    assert "alice enabled" in run("enable_client", "alice", "--reason", "paid")
+    assert "already disabled" in run_command("disable_client", "alice", "--reason", "again")
+    assert "alice enabled" in run_command("enable_client", "alice", "--reason", "paid")
     assert alice.http.get("/api/v1/models").status_code == 200
     with pytest.raises(CommandError):
-        run("enable_client", "ghost", "--reason", "x")
+        run_command("enable_client", "ghost", "--reason", "x")
 
 
 def test_a_clock_moved_forward_does_not_resurrect_an_expired_session(alice, logreg, open_session, bundles):
     context_id = open_session(alice, logreg)
     KeySession.objects.filter(pk=context_id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    run("expire_sessions")
+    run_command("expire_sessions")
     KeySession.objects.filter(pk=context_id).update(expires_at=timezone.now() + timedelta(hours=1))
     response = submit(alice, context_id, bundles[LOGREG].encrypt(0))
     assert (response.status_code, error_code(response)) == (410, "context_expired")
@@ -169,9 +165,9 @@ def test_results_are_erased_after_retention(
     with django_capture_on_commit_callbacks(execute=True):
         job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
     settings.MOAI_RESULT_RETENTION_SECONDS = 60
-    assert "results of 0 job(s)" in run("expire_sessions")
+    assert "results of 0 job(s)" in run_command("expire_sessions")
     Job.objects.filter(pk=job_id).update(finished_at=timezone.now() - timedelta(seconds=61))
-    assert "results of 1 job(s)" in run("expire_sessions")
+    assert "results of 1 job(s)" in run_command("expire_sessions")
     gone = alice.http.get(f"/api/v1/jobs/{job_id}/result")
     assert (gone.status_code, error_code(gone)) == (410, "result_erased")
 
@@ -217,13 +213,16 @@ def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bund
 
 
 def test_queue_status_counts_per_model(queued):
-    output = run("queue_status")
+    _, job = queued
+    # Ten minutes old, so that the age read is told apart from a fresh job's, whatever the clock does meanwhile.
+    Job.objects.filter(pk=job.pk).update(submitted_at=timezone.now() - timedelta(seconds=600))
+    output = run_command("queue_status")
     assert LOGREG in output
     import json
 
-    [row] = json.loads(run("queue_status", "--json"))
+    [row] = json.loads(run_command("queue_status", "--json"))
     assert (row["model"], row["queued"], row["running"]) == (LOGREG, 1, 0)
-    assert row["oldest_queued_seconds"] >= 0
+    assert 600 <= row["oldest_queued_seconds"] < 1200
 
 
 @pytest.mark.parametrize(("behind_proxy", "recorded"), [(True, "203.0.113.9"), (False, "127.0.0.1")])

@@ -22,6 +22,7 @@ import requests
 
 from ops.metrics import JOB_FAILURE_CODES
 from scripts.stack import ROOT, Stack, free_port
+from tests.helpers import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -141,9 +142,7 @@ def test_a_refused_request_is_logged_once_with_its_code(fresh):
         found = [json.loads(line) for line in web_log.read_text().splitlines() if unknown in line]
         return [entry for entry in found if entry["logger"] != "gunicorn.access"]  # one line per request anyway
 
-    deadline = time.monotonic() + 5
-    while not lines() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lines, 5, 0.05)
     time.sleep(0.5)  # a second line (Django's own "Not Found") would come right after
     mine = lines()
     assert len(mine) == 1, mine

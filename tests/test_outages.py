@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from scripts.stack import ROOT, Stack
+from tests.helpers import wait_for
 from tests.services import OwnPostgres, OwnRedis
 
 pytestmark = pytest.mark.e2e
@@ -72,11 +73,7 @@ def _ended(owner, job_id: str, manage, timeout: float = 180) -> dict:
 
 
 def _wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while requests.get(f"{url}/readyz", timeout=5).status_code != 200:
-        if time.monotonic() > deadline:
-            raise AssertionError("not ready again")
-        time.sleep(0.5)
+    wait_for(lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200, timeout, "ready again", 0.5)
 
 
 def test_postgresql_stopped_during_submissions(outage_stack, bundles, tmp_path):

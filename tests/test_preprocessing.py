@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import skops.io
 from django.core.files.storage import default_storage
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -21,16 +19,10 @@ from inference import preprocessing as service_side
 from inference.models import ModelVersion
 from moai_client import preprocessing as client_side
 from ops.models import AuditRecord
-from tests.helpers import error_code
+from tests.helpers import error_code, run_command
 
 TREE = "iris-tree"
 IRIS_FEATURES = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
-
-
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -50,7 +42,7 @@ def _dump(obj: object, path: Path) -> Path:
 
 def test_register_model_with_its_scaler_lists_features_and_serves_the_file(db, alice, bundles):
     bundle = bundles[TREE]
-    output = run(
+    output = run_command(
         "register_model", "iris", str(bundle.folder), "--preprocessing", str(bundle.preprocessing),
         "--feature-names", IRIS_FEATURES,
     )  # fmt: skip
@@ -76,7 +68,7 @@ def test_register_model_with_its_scaler_lists_features_and_serves_the_file(db, a
 
 
 def test_a_model_without_preprocessing_says_so_and_its_file_is_404(db, alice, measured):
-    run("register_model", "plain", str(measured.folder))
+    run_command("register_model", "plain", str(measured.folder))
     info = alice.http.get("/api/v1/models/plain").json()
     assert (info["preprocessing"], info["preprocessing_sha256"], info["feature_names"]) == (False, None, None)
     response = alice.http.get("/api/v1/models/plain/preprocessing.skops")
@@ -101,7 +93,7 @@ def test_a_file_holding_a_type_outside_the_allow_list_is_refused(db, measured, t
     transformer.fit(X, (X[:, 0] > 1.5).astype(int))
     path = _dump(transformer, tmp_path / "evil.skops")
     with pytest.raises(CommandError, match="outside the allow-list") as refused:
-        run("register_model", "iris", str(measured.folder), "--preprocessing", str(path))
+        run_command("register_model", "iris", str(measured.folder), "--preprocessing", str(path))
     assert named in str(refused.value)
     assert not ModelVersion.objects.exists()
     assert not default_storage.exists("models")
@@ -123,7 +115,7 @@ def test_a_preprocessing_that_does_not_fit_the_model_is_refused(db, measured, tm
     (tmp_path / "garbage.skops").write_bytes(b"PK\x03\x04 not really a zip")
     for path, extra, message in cases:
         with pytest.raises(CommandError, match=message):
-            run("register_model", "iris", str(measured.folder), "--preprocessing", str(path), *extra)
+            run_command("register_model", "iris", str(measured.folder), "--preprocessing", str(path), *extra)
     assert not ModelVersion.objects.exists()
 
 
@@ -133,10 +125,12 @@ def test_feature_names_default_to_those_the_preprocessing_was_fitted_with(db, al
     names = IRIS_FEATURES.split(",")
     frame = pd.DataFrame(np.random.default_rng(0).random((20, 4)), columns=names)
     path = _dump(make_pipeline(StandardScaler(), MinMaxScaler()).fit(frame), tmp_path / "fitted.skops")
-    run("register_model", "iris", str(measured.folder), "--preprocessing", str(path))
+    run_command("register_model", "iris", str(measured.folder), "--preprocessing", str(path))
     assert alice.http.get("/api/v1/models/iris").json()["feature_names"] == names
     with pytest.raises(CommandError, match="differ from those the preprocessing was fitted with"):
-        run("register_model", "iris", str(measured.folder), "--preprocessing", str(path), "--feature-names", "a,b,c,d")
+        run_command(
+            "register_model", "iris", str(measured.folder), "--preprocessing", str(path), "--feature-names", "a,b,c,d"
+        )
 
 
 def test_the_client_and_the_service_trust_the_same_types():

@@ -173,16 +173,20 @@ def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatc
     from inference import runtime
 
     started: list[int] = []
+    finished: list[int] = []
 
     def work(index: int) -> None:
         started.append(index)
         if index == 0:
             raise runtime.CircuitInputError("bad ciphertext")
         time.sleep(0.2)
+        finished.append(index)
 
     with pytest.raises(runtime.CircuitInputError):
         runtime.run_side_by_side(work, range(10), parallel=2)
-    assert len(started) < 10
+    # The first round (0 and 1) had started; 1 ran to its end before the error was raised; none after.
+    assert sorted(started) == [0, 1]
+    assert finished == [1]
 
 
 def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(two_sessions_jobs, mallory, monkeypatch):

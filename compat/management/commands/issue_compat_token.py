@@ -5,6 +5,7 @@ from typing import Any
 from compat.services import issue_token
 from keys.management.commands._client_command import ClientCommand
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(ClientCommand):
@@ -14,7 +15,8 @@ class Command(ClientCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client, reason = self.client_and_reason(options)
-        raw = issue_token(client, Actor.operator("issue_compat_token"), reason)
+        client = self.client(options)
+        with refused_as_command_error():
+            raw = issue_token(client, Actor.operator("issue_compat_token"), options["reason"])
         self.stdout.write(f"new compatibility token for {client.name}; any earlier one is refused. Store it now:")
         self.stdout.write(raw)

@@ -5,12 +5,14 @@ from typing import Any
 from compat.services import revoke_tokens
 from keys.management.commands._client_command import ClientCommand
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(ClientCommand):
     help = "Revoke a client's compatibility token: its /compat/ URLs answer 401 from the next request on."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client, reason = self.client_and_reason(options)
-        revoked = revoke_tokens(client, Actor.operator("revoke_compat_token"), reason)
+        client = self.client(options)
+        with refused_as_command_error():
+            revoked = revoke_tokens(client, Actor.operator("revoke_compat_token"), options["reason"])
         self.stdout.write(f"revoked {revoked} compatibility token(s) of {client.name}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from keys.models import ApiClient
-from keys.services import ClientError, get_client
+from keys.services import get_client
+from ops.rules import refused_as_command_error
 
 
 class ClientCommand(BaseCommand):
@@ -15,11 +16,6 @@ class ClientCommand(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--reason", required=True, help="why; kept in the audit log")
 
-    def client_and_reason(self, options: dict[str, Any]) -> tuple[ApiClient, str]:
-        reason = options["reason"].strip()
-        if not reason:
-            raise CommandError("--reason must say why")
-        try:
-            return get_client(options["name"]), reason
-        except ClientError as exc:
-            raise CommandError(str(exc)) from exc
+    def client(self, options: dict[str, Any]) -> ApiClient:
+        with refused_as_command_error():
+            return get_client(options["name"])

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import validate_slug
+from django.core.management.base import BaseCommand, CommandParser
 
-from keys.services import ClientError, create_client
+from keys.services import create_client
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(BaseCommand):
@@ -17,14 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("name", help="client name: letters, digits, '-' and '_'")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        name: str = options["name"]
-        try:
-            validate_slug(name)
-        except ValidationError:
-            raise CommandError(f"invalid client name {name!r}: use letters, digits, '-' and '_'") from None
-        try:
-            client, raw_key = create_client(name, Actor.operator("create_client"))
-        except ClientError as exc:
-            raise CommandError(str(exc)) from exc
+        with refused_as_command_error():
+            client, raw_key = create_client(options["name"], Actor.operator("create_client"))
         self.stdout.write(f"created client {client.name}; its API key is shown once, store it now:")
         self.stdout.write(raw_key)

@@ -5,6 +5,7 @@ from typing import Any
 from keys.management.commands._client_command import ClientCommand
 from keys.services import set_client_active
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(ClientCommand):
@@ -13,7 +14,8 @@ class Command(ClientCommand):
     enable = False
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client, reason = self.client_and_reason(options)
+        client = self.client(options)
         verb = "enable" if self.enable else "disable"
-        changed = set_client_active(client, self.enable, Actor.operator(f"{verb}_client"), reason)
+        with refused_as_command_error():
+            changed = set_client_active(client, self.enable, Actor.operator(f"{verb}_client"), options["reason"])
         self.stdout.write(f"{client.name} {verb}d" if changed else f"{client.name} was already {verb}d")

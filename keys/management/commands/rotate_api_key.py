@@ -5,13 +5,15 @@ from typing import Any
 from keys.management.commands._client_command import ClientCommand
 from keys.services import rotate_api_key
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(ClientCommand):
     help = "Revoke a client's API key and issue a new one, printed once on the last line."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client, reason = self.client_and_reason(options)
-        raw_key = rotate_api_key(client, Actor.operator("rotate_api_key"), reason)
+        client = self.client(options)
+        with refused_as_command_error():
+            raw_key = rotate_api_key(client, Actor.operator("rotate_api_key"), options["reason"])
         self.stdout.write(f"new API key for {client.name}; the old one is refused from now on. Store it now:")
         self.stdout.write(raw_key)

@@ -5,12 +5,14 @@ from typing import Any
 from keys.management.commands._client_command import ClientCommand
 from keys.services import rotate_client_keys
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 
 
 class Command(ClientCommand):
     help = "End all of a client's sessions; its next session needs freshly generated evaluation keys."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        client, reason = self.client_and_reason(options)
-        ended = rotate_client_keys(client, Actor.operator("rotate_client_keys"), reason)
+        client = self.client(options)
+        with refused_as_command_error():
+            ended = rotate_client_keys(client, Actor.operator("rotate_client_keys"), options["reason"])
         self.stdout.write(f"rotated keys of {client.name}: ended {ended} session(s); earlier keys are refused")

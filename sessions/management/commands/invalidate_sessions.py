@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from inference.models import ModelVersion
 from keys.models import ApiClient
 from ops.audit import Actor
+from ops.rules import refused_as_command_error
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions
 
@@ -25,12 +26,12 @@ class Command(BaseCommand):
         parser.add_argument("--reason", required=True, help="why; kept in the audit log")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        reason = (options["reason"] or "").strip()
-        if not reason:
-            raise CommandError("--reason must say why")
         sessions, scope = _select(options)
         actor = Actor.operator("invalidate_sessions")
-        matched, ended = end_selected_sessions(sessions, scope, KeySession.Status.INVALIDATED, actor, reason)
+        with refused_as_command_error():
+            matched, ended = end_selected_sessions(
+                sessions, scope, KeySession.Status.INVALIDATED, actor, options["reason"] or ""
+            )
         self.stdout.write(f"invalidated {ended} session(s); {matched - ended} had already ended")
 
 
