@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
 from inference import blobs, cores, notify, runtime
 from inference.models import ModelVersion
@@ -73,6 +74,8 @@ def warm_session(session_id: str) -> bool:
     cores.set_openmp_threads(cores.share_now())
     runtime.keys.get(str(session.pk), session.keys_blob, warm=lambda keys: model.run(warmup, keys))
     logger.info("session keys warmed", extra={"context_id": str(session.pk), "model": version.name})
+    left = int((session.expires_at - timezone.now()).total_seconds())
+    notify.session_warmed(str(session.pk), left)
     return True
 
 

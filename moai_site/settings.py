@@ -71,6 +71,8 @@ MOAI_KEY_REVOCATION_SECONDS = env_int("MOAI_KEY_REVOCATION_SECONDS", 2, minimum=
 # How often a pool process looks for newly registered model versions to load ahead of jobs
 # (a Redis notice usually tells it at once; the poll catches a lost one).
 MOAI_MODEL_PRELOAD_SECONDS = env_float("MOAI_MODEL_PRELOAD_SECONDS", 30.0, minimum=0.1)
+# How long opening a session holds its answer until a worker has warmed the keys (0: not at all).
+MOAI_SESSION_WARMUP_WAIT_SECONDS = env_float("MOAI_SESSION_WARMUP_WAIT_SECONDS", 15.0, minimum=0.0)
 MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = env_int("MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT", 100, minimum=1)
 # A session whose jobs abort the runtime this many times is suspended (sessions.services).
 MOAI_MAX_CIRCUIT_ABORTS = env_int("MOAI_MAX_CIRCUIT_ABORTS", 3, minimum=1)

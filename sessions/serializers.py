@@ -15,6 +15,9 @@ class SessionOut(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     ttl_seconds = serializers.IntegerField()
+    keys_warm = serializers.BooleanField(
+        required=False, help_text="on opening only: a worker held the keys warm (decompressed) before the answer"
+    )
 
 
 class SessionJob(serializers.Serializer):

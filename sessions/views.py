@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import uploads
+from inference import notify, uploads
 from inference.services import newest_active
 from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
@@ -65,7 +65,10 @@ class SessionCreateView(APIView):
             blob = services.keys_blob_name(session_id)
             with uploads.received_body(request._request, model.evaluation_keys_bytes, blob) as upload:
                 session = services.open_session(client, model, upload, actor, session_id)
-        body = session_json(session)
+        # The answer waits (bounded) until a worker holds the keys warm, so that the first job
+        # does not pay for their decompression (inference.warmup); the upload already held this thread.
+        ready = notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
+        body = {**session_json(session), "keys_warm": ready}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
 
 
