@@ -47,14 +47,19 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
             "threads_1": _raw(folders[model], runs, 1),
             "fhe_only": _raw_fhe(folders[model], dump, runs),
         }
-    # Latency: one pool process using every core, as the raw loop does by default; a
-    # batch's inputs side by side, one per core (MOAI_BATCH_PARALLELISM's default).
-    with _stack(data_dir / "logs-latency", pool=1) as stack:
+    # Latency in the default layout: a pool process per core, and a job alone takes every
+    # core (inference.cores); a batch's inputs side by side, one per core. The stack is
+    # fresh: the bare server comparison measures its first key uploads first.
+    with _stack(data_dir / "logs-latency", pool=CPUS) as stack:
+        from bench import versus
+
+        results["versus"] = versus.side_by_side(stack, api_key, plan, folders, data_dir)
         for model in plan.models:
             results["service"][model] = _service_latency(stack.url, api_key, model, folders[model], plan, data_dir)
         for model, inputs in plan.batch_inputs.items():
             results["batch"][model] = {"side_by_side": _batch(stack.url, api_key, folders[model], inputs, plan)}
         results["upload"] = _upload(stack, api_key, plan, folders)
+    with _stack(data_dir / "logs-one-process", pool=1) as stack:
         one_process = _throughput(stack, api_key, plan, folders, results["raw"], pool=1)
     # The other way for batches: inputs one after the other, each with every core.
     with _stack(data_dir / "logs-batch-sequential", pool=1, MOAI_BATCH_PARALLELISM="1") as stack:
@@ -413,6 +418,10 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         "target": "web growth < 64 MiB and >= 200 MB/s",
     }
     checks["sweep"] = {"met": results["sweep"]["seconds"] < 10, "target": "10,000 sessions in < 10 s"}
+    from bench import versus
+
+    default_layout = next(r for r in results["throughput_layouts"] if r["pool_processes"] == CPUS)
+    checks |= versus.targets(results["versus"], results["raw"], default_layout["service_jobs_per_s"])
     if "storage" in results:
         from bench import storage
 
@@ -485,6 +494,10 @@ def print_table(results: dict[str, Any]) -> None:
         from bench import storage
 
         storage.print_lines(results["storage"])
+    from bench import versus
+
+    default_layout = next(r for r in results["throughput_layouts"] if r["pool_processes"] == CPUS)
+    versus.print_lines(results["versus"], results["raw"], default_layout["service_jobs_per_s"])
     sweep = results["sweep"]
     print(f"expiry sweep: {sweep['expired']} of {sweep['sessions']} sessions in {sweep['seconds']:.2f} s")
     print("\ntargets: " + ", ".join(f"{name}: {'met' if t.get('met') else 'NOT met'}"
