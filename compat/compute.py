@@ -29,6 +29,7 @@ _FAILED_STATUS = {
     "context_expired": 410,
     "context_invalidated": 410,
     "context_suspended": 409,
+    "internal_error": 500,
 }
 
 

@@ -147,3 +147,19 @@ def test_a_disabled_client_gets_403(base, alice):
     response = Client().get(f"{base}/hybrid/list_models")
     assert response.status_code == 403
     assert code(response) == "client_disabled"
+
+
+def test_a_compute_over_the_clients_wait_cap_is_429_and_its_job_cancelled(base, logreg, bundles, settings):
+    from inference.models import Job
+
+    http = Client()
+    url = f"{base}/deployment/breast-cancer-logreg"
+    uid = http.post(f"{url}/add_key", {"key": SimpleUploadedFile("k", bundles["breast-cancer-logreg"].evaluation_keys)})
+    settings.MOAI_MAX_WAITS_PER_CLIENT = 0  # every wait slot taken
+    ciphertext = SimpleUploadedFile("x", bundles["breast-cancer-logreg"].encrypt(0))
+    response = http.post(f"{url}/compute", {"uid": uid.json()["uid"], "model_input": ciphertext})
+    assert response.status_code == 429
+    assert code(response) == "rate_limited"
+    assert response["Retry-After"] == "1"
+    # Nobody can fetch its result through this protocol: the job does not run for nothing.
+    assert Job.objects.get().status == "cancelled"
