@@ -16,7 +16,9 @@ class SessionOut(serializers.Serializer):
     ended_at = serializers.DateTimeField(allow_null=True)
     ttl_seconds = serializers.IntegerField()
     keys_warm = serializers.BooleanField(
-        required=False, help_text="on opening only: a worker held the keys warm (decompressed) before the answer"
+        required=False,
+        help_text="on opening only: the keys were ready for a job before the answer (a worker had "
+        "decompressed them, or they hold nothing to decompress)",
     )
 
 
