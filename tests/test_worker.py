@@ -184,9 +184,11 @@ def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatc
 
     with pytest.raises(runtime.CircuitInputError):
         runtime.run_side_by_side(work, range(10), parallel=2)
-    # The first round (0 and 1) had started; 1 ran to its end before the error was raised; none after.
-    assert sorted(started) == [0, 1]
-    assert finished == [1]
+    # Nothing of a later round starts. Input 1, of the first round, may not have started yet
+    # when 0 failed (then it is never started); if it had, it ran to its end before the raise.
+    assert 0 in started
+    assert set(started) <= {0, 1}
+    assert finished == [index for index in started if index != 0]
 
 
 def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(two_sessions_jobs, mallory, monkeypatch):
