@@ -26,7 +26,7 @@ from inference.models import Job, ModelVersion
 from inference.preprocessing import check_feature_names, input_width
 from inference.preprocessing import load as load_preprocessing
 from inference.registration import measure_bundle
-from ops import audit, metrics
+from ops import audit, metrics, rules
 from ops.audit import Actor
 from sessions.models import KeySession
 
@@ -46,6 +46,7 @@ def register_model(
     ``preprocessing`` is a skops file of the fitted transformer the data owner applies to
     raw rows before encrypting; ``feature_names`` name those rows' columns, in order.
     """
+    name = rules.slug_name(name, "model")
     # The file is checked before the model is measured: refusing it costs no keygen.
     prep = load_preprocessing(preprocessing) if preprocessing is not None else None
     facts = measure_bundle(folder)
@@ -97,6 +98,7 @@ def register_model(
 
 def retire_model(model: ModelVersion, actor: Actor, reason: str) -> bool:
     """Stop offering a model version to new sessions; open sessions keep running. False if already retired."""
+    reason = rules.reason(reason)
     with transaction.atomic():
         updated = ModelVersion.objects.filter(pk=model.pk, status=ModelVersion.Status.ACTIVE).update(
             status=ModelVersion.Status.RETIRED

@@ -10,6 +10,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from inference.models import ModelVersion
+from inference.services import register_model, retire_model
 from keys.models import ApiClient
 from keys.services import create_client, rotate_api_key, rotate_client_keys, set_client_active
 from ops.audit import Actor
@@ -31,6 +33,12 @@ def test_create_client_refuses_a_name_that_is_not_a_slug(db, name):
     assert not AuditRecord.objects.filter(action="client.created").exists()
 
 
+def test_register_model_refuses_a_name_that_is_not_a_slug_before_measuring(db, bundles, tmp_path):
+    with pytest.raises(RuleError, match="invalid model name"):
+        register_model("bad name", bundles["breast-cancer-logreg"].folder, "", ACTOR)
+    assert not ModelVersion.objects.exists()
+
+
 def _calls(alice: Any, context_id: str) -> dict[str, Callable[[str], object]]:
     sessions = KeySession.objects.filter(pk=context_id)
     session = sessions.get()
@@ -41,6 +49,7 @@ def _calls(alice: Any, context_id: str) -> dict[str, Callable[[str], object]]:
         "enable": lambda reason: set_client_active(alice.client, True, ACTOR, reason),
         "end_selected_sessions": lambda reason: end_selected_sessions(sessions, "test", "invalidated", ACTOR, reason),
         "lift_suspension": lambda reason: lift_suspension(session, ACTOR, reason),
+        "retire_model": lambda reason: retire_model(session.model_version, ACTOR, reason),
     }
 
 
