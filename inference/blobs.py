@@ -33,6 +33,18 @@ def streams_uploads() -> bool:
 
 def save(name: str, content: File) -> str:
     """Store ``content`` under exactly ``name``, replacing nothing: names are unique by construction."""
+    if streams_uploads():
+        # One conditional PUT instead of the storage's HEAD (is the name free?) and PUT: a job's
+        # input and output are written on every job, and each round trip to the store is latency.
+        content.seek(0)
+        with _as_os_errors(name):
+            try:
+                _s3_client().put_object(Bucket=_bucket(), Key=_key(name), Body=content, IfNoneMatch="*")
+            except Exception as exc:
+                if getattr(exc, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed":
+                    raise FileExistsError(name) from None
+                raise
+        return name
     stored = default_storage.save(name, content)
     if stored != name:
         # The backend chose another name: a file was already there. Never overwrite silently.

@@ -219,3 +219,10 @@ def test_a_missing_blob_reads_as_a_missing_file(bucket):
         blobs.read_bytes("keys/never-stored.bin")
     with pytest.raises(FileNotFoundError):
         b"".join(blobs.chunks("keys/never-stored.bin"))
+
+
+def test_a_name_already_stored_is_never_overwritten(bucket):
+    blobs.save_bytes("jobs/x/input-00000.bin", b"first")
+    with pytest.raises(FileExistsError):
+        blobs.save_bytes("jobs/x/input-00000.bin", b"second")
+    assert blobs.read_bytes("jobs/x/input-00000.bin") == b"first"
