@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from inference.models import Job, ModelVersion
 from keys.models import ApiClient
-from ops.audit import Actor
 from ops.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import login, make_staff, otp_code
@@ -25,7 +24,7 @@ CHANGELISTS = {
     "cancel": "/admin/inference/job/",
     "rotate_keys": "/admin/keys/apiclient/",
     "issue_api_key": "/admin/keys/apiclient/",
-    "issue_compat_token": "/admin/keys/apiclient/",
+    "issue_compat_token": "/admin/keys/apiclient/",  # its test is in test_compat_admin.py
     "disable_clients": "/admin/keys/apiclient/",
     "enable_clients": "/admin/keys/apiclient/",
     "invalidate_sessions": "/admin/key_sessions/keysession/",
@@ -102,24 +101,6 @@ def test_issue_api_key_action_shows_the_new_key_once_and_refuses_the_old(staff_c
     assert alice.http.get("/api/v1/models").status_code == 200
     assert staff_record("client.api_key_rotated", "alice") == ("staff", "sam", "key in a screenshot")
     assert new_key not in staff_client.get("/admin/keys/apiclient/").content.decode()
-
-
-def test_issue_compat_token_action_shows_the_token_once_and_refuses_the_old(staff_client, alice, logreg):
-    from compat import tokens
-    from compat.services import issue_token
-
-    old = issue_token(alice.client, Actor.system("tests"), "moving from the example server")
-    page = run_action(staff_client, "issue_compat_token", [alice.client.pk], "token in a shared notebook")
-    assert page.status_code == 200
-    assert "no-store" in page["Cache-Control"]
-    new = re.search(rb'<span id="new-compat-token">([^<]+)</span>', page.content).group(1).decode()
-    assert new != old
-    assert tokens.client_for(old) is None
-    assert tokens.client_for(new) == alice.client
-    record = AuditRecord.objects.filter(action="client.compat_token_issued", target_id="alice").latest("seq")
-    assert (record.actor_kind, record.actor, record.reason) == ("staff", "sam", "token in a shared notebook")
-    assert record.details["revoked"] == 1
-    assert new not in staff_client.get("/admin/keys/apiclient/").content.decode()
 
 
 def test_lift_suspension_action(staff_client, alice, logreg, open_session):

@@ -11,12 +11,11 @@ from compat.services import issue_token, register_hybrid_model
 from inference.models import ModelVersion
 from ops.audit import Actor
 from ops.models import AuditRecord
-from tests.test_admin import staff_client  # noqa: F401  (the logged-in staff fixture)
 
 TESTS = Actor.system("tests")
 
 
-def test_issue_compat_token_action_shows_it_once_and_revokes_the_old(staff_client, alice):  # noqa: F811
+def test_issue_compat_token_action_shows_it_once_and_revokes_the_old(staff_client, alice):
     old = issue_token(alice.client, TESTS, "tests")
     data = {"action": "issue_compat_token", "_selected_action": [alice.client.pk], "index": "0", "confirm": "yes"}
     page = staff_client.post("/admin/keys/apiclient/", {**data, "reason": "URL in a ticket"})
@@ -29,7 +28,7 @@ def test_issue_compat_token_action_shows_it_once_and_revokes_the_old(staff_clien
     assert AuditRecord.objects.get(action="client.compat_token_issued", reason="URL in a ticket").actor == "sam"
 
 
-def test_revoke_action_and_token_list_show_no_secret(staff_client, alice):  # noqa: F811
+def test_revoke_action_and_token_list_show_no_secret(staff_client, alice):
     raw = issue_token(alice.client, TESTS, "tests")
     listing = staff_client.get("/admin/compat/compattoken/")
     assert listing.status_code == 200
@@ -40,7 +39,7 @@ def test_revoke_action_and_token_list_show_no_secret(staff_client, alice):  # no
     assert Client().get(f"/compat/{raw}/hybrid/list_models").status_code == 401
 
 
-def test_retire_action_retires_every_module(staff_client, hybrid_build):  # noqa: F811
+def test_retire_action_retires_every_module(staff_client, hybrid_build):
     rows = register_hybrid_model("mlp", hybrid_build.server_folder, "", TESTS)
     data = {"action": "retire", "_selected_action": [rows[0].pk], "index": "0", "confirm": "yes", "reason": "old"}
     staff_client.post("/admin/compat/hybridmodule/", data)
