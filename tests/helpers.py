@@ -71,3 +71,29 @@ def login(client: Client, username: str, token: str) -> Any:
         {"username": username, "password": STAFF_PASSWORD, "otp_token": token},
         follow=True,
     )
+
+
+def session_with_wrong_keys(session: Any, wrong_keys: bytes) -> Any:
+    """A copy of an opened client-side session whose server-side row holds ``wrong_keys``: keys
+    that slip past the upload checks only if storage is tampered with (the runtime then aborts
+    the process that runs the circuit).
+
+    The row is written here, not opened through the API: an opened session's keys are warm in
+    every pool process before its answer (inference.warmup), so tampering with its stored keys
+    afterwards would change nothing. The copy encrypts with the opened session's client keys.
+    """
+    import dataclasses
+    import uuid
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from sessions.models import KeySession
+
+    opened = KeySession.objects.get(pk=session.context_id)
+    tampered = KeySession.objects.create(
+        client=opened.client, model_version=opened.model_version, created_at=opened.created_at,
+        expires_at=opened.expires_at, key_fingerprint=opened.key_fingerprint,
+        keys_blob=default_storage.save(f"keys/{uuid.uuid4()}.bin", ContentFile(wrong_keys)),
+    )  # fmt: skip
+    return dataclasses.replace(session, context_id=str(tampered.pk))

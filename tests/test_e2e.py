@@ -21,7 +21,7 @@ from django.core.files.storage import default_storage
 from inference.models import Job
 from moai_client import MoaiClient, MoaiJobFailed
 from sessions.models import KeySession
-from tests.helpers import poll
+from tests.helpers import poll, session_with_wrong_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -120,12 +120,8 @@ def test_requests_gunicorn_refuses_itself_get_the_json_error_format(stack, reque
 
 
 def test_a_circuit_that_aborts_fails_its_job_and_the_worker_goes_on(stack, owner, tree, bundles):
-    session = owner.open_session("iris-tree")
-    # Keys made for another model slip past the upload checks only if storage is
-    # tampered with; the runtime then aborts the process that runs the circuit.
-    keys_blob = KeySession.objects.get(pk=session.context_id).keys_blob
-    default_storage.delete(keys_blob)
-    default_storage.save(keys_blob, _as_file(bundles["breast-cancer-logreg"].evaluation_keys))
+    opened = owner.open_session("iris-tree")
+    session = session_with_wrong_keys(opened, bundles["breast-cancer-logreg"].evaluation_keys)
     job = owner.submit(session, session.encrypt(bundles["iris-tree"].samples["X"][:1]))
     with pytest.raises(MoaiJobFailed) as failed:
         owner.wait(job["job_id"], timeout=120)

@@ -8,15 +8,13 @@ import random
 
 import pytest
 import requests
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 from inference.models import Job
 from moai_client import MoaiJobFailed
 from ops.models import AuditRecord
 from sessions.models import KeySession
-from tests.helpers import poll
+from tests.helpers import poll, session_with_wrong_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -111,11 +109,8 @@ def test_a_session_whose_jobs_abort_the_runtime_is_suspended_and_spares_others_w
 
     tenant = make_tenant("crasher")
     owner = MoaiClient(stack.url, tenant.api_key, settings.MOAI_DATA_DIR / "crasher-keys", progress=False, timeout=30)
-    bad = owner.open_session("iris-tree")
     # Keys made for another model, put in place behind the upload checks: the runtime aborts.
-    keys_blob = KeySession.objects.get(pk=bad.context_id).keys_blob
-    default_storage.delete(keys_blob)
-    default_storage.save(keys_blob, ContentFile(bundles["breast-cancer-logreg"].evaluation_keys))
+    bad = session_with_wrong_keys(owner.open_session("iris-tree"), bundles["breast-cancer-logreg"].evaluation_keys)
     for _ in range(3):  # MOAI_MAX_CIRCUIT_ABORTS, default 3
         job = owner.submit(bad, bad.encrypt(rows[:1]))
         with pytest.raises(MoaiJobFailed) as failed:
