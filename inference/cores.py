@@ -60,7 +60,8 @@ def _cgroup_cpu_quota() -> int | None:
     return max(1, int(quota) // max(1, int(period)))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (another user's counts: the signal is refused, not lost)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def _pool_index() -> int | None:
 
 def busy_elsewhere(board: Any, own: int | None) -> int:
     """How many other pool processes are running a job now."""
-    return sum(1 for i, pid in enumerate(board) if pid and i != own and _alive(pid))
+    return sum(1 for i, pid in enumerate(board) if pid and i != own and process_alive(pid))
 
 
 def share_now() -> int:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from inference import blobs, cores
+from inference.cores import process_alive
 from ops import exit_status, metrics
 from ops.tempdirs import tempfiles_in
 
@@ -122,16 +123,6 @@ def sweep_load_folders() -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class KeyCache:

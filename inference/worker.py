@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from inference import runtime, warmup
+from inference import cores, runtime, warmup
 from inference.models import Job
 from moai_site.env import env_str
 from ops import metrics
@@ -120,7 +120,7 @@ class _HostMetrics(Collector):
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         for path in folder.glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[-1])
-            if not runtime.process_alive(pid):
+            if not cores.process_alive(pid):
                 multiprocess.mark_process_dead(pid, str(folder))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, str(folder))
