@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -13,7 +13,7 @@ from compat.models import CompatToken, HybridModule
 from compat.services import issue_token, retire_hybrid_model, revoke_tokens
 from inference.services import newest_active
 from keys.models import ApiClient
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
 from ops.audit import Actor
 
 
@@ -77,25 +77,7 @@ def issue_token_action(
     modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[ApiClient]
 ) -> TemplateResponse | None:
     """The API clients' action: a new compatibility token, shown once on the page after the confirmation."""
-    if queryset.count() != 1:
-        modeladmin.message_user(request, "Select exactly one client: its new token is shown once.", messages.ERROR)
-        return None
-    issued: list[str] = []
-
-    def perform(selected: QuerySet[ApiClient], actor: Actor, reason: str) -> str:
-        issued.append(issue_token(selected.get(), actor, reason))
-        return "Issued a new compatibility token; the earlier one is refused from now on."
-
-    confirmation = confirm_with_reason(
-        modeladmin, request, queryset, title="Issue a new compatibility token",
-        consequence="The client's current compatibility token stops working at once; its sessions stay open. "
-        "The new token is shown once, on the next page.",
-        perform=perform,
+    return issue_secret_once(
+        modeladmin, request, queryset, noun="compatibility token", issue=issue_token,
+        template="admin/compat/new_compat_token.html", secret_name="token",
     )  # fmt: skip
-    if not issued:
-        return confirmation
-    context = {**modeladmin.admin_site.each_context(request), "title": "New compatibility token",
-               "client": queryset.get(), "token": issued[0], "opts": modeladmin.model._meta}  # fmt: skip
-    response = TemplateResponse(request, "admin/compat/new_compat_token.html", context)
-    response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
-    return response

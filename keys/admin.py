@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -12,7 +12,7 @@ from rest_framework_api_key.models import APIKey
 
 from keys.models import ApiClient, ClientApiKey
 from keys.services import rotate_api_key, rotate_client_keys, set_client_active
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
 from ops.audit import Actor
 
 
@@ -58,28 +58,10 @@ class ApiClientAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Issue a new API key (the current one stops working)", permissions=["manage"])
     def issue_api_key(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one client: its new key is shown once.", messages.ERROR)
-            return None
-        issued: list[str] = []
-
-        def perform(selected: QuerySet[ApiClient], actor: Actor, reason: str) -> str:
-            issued.append(rotate_api_key(selected.get(), actor, reason))
-            return "Issued a new API key; the old one is refused from now on."
-
-        confirmation = confirm_with_reason(
-            self, request, queryset, title="Issue a new API key",
-            consequence="The client's current API key stops working at once; its sessions stay open. "
-            "The new key is shown once, on the next page.",
-            perform=perform,
+        return issue_secret_once(
+            self, request, queryset, noun="API key", issue=rotate_api_key,
+            template="admin/moai/new_api_key.html", secret_name="api_key",
         )  # fmt: skip
-        if not issued:
-            return confirmation
-        context = {**self.admin_site.each_context(request), "title": "New API key", "client": queryset.get(),
-                   "api_key": issued[0], "opts": self.model._meta}  # fmt: skip
-        response = TemplateResponse(request, "admin/moai/new_api_key.html", context)
-        response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
-        return response
 
     @admin.action(description="Issue a new compatibility token (the current one stops working)", permissions=["manage"])
     def issue_compat_token(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:

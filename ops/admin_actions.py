@@ -90,3 +90,39 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+def issue_secret_once(
+    modeladmin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    noun: str,
+    issue: Callable[[Any, Actor, str], str],
+    template: str,
+    secret_name: str,
+) -> TemplateResponse | None:
+    """Confirm with a reason, issue one client's new ``noun`` (an API key, a token) and show it
+    once, on a page no cache keeps; the current one stops working at once."""
+    if queryset.count() != 1:
+        modeladmin.message_user(request, f"Select exactly one client: its new {noun} is shown once.", messages.ERROR)
+        return None
+    issued: list[str] = []
+
+    def perform(selected: QuerySet[Any], actor: Actor, reason: str) -> str:
+        issued.append(issue(selected.get(), actor, reason))
+        return f"Issued a new {noun}; the earlier one is refused from now on."
+
+    confirmation = confirm_with_reason(
+        modeladmin, request, queryset, title=f"Issue a new {noun}",
+        consequence=f"The client's current {noun} stops working at once; its sessions stay open. "
+        f"The new {noun} is shown once, on the next page.",
+        perform=perform,
+    )  # fmt: skip
+    if not issued:
+        return confirmation
+    context = {**modeladmin.admin_site.each_context(request), "title": f"New {noun}", "client": queryset.get(),
+               secret_name: issued[0], "opts": modeladmin.model._meta}  # fmt: skip
+    response = TemplateResponse(request, template, context)
+    response["Cache-Control"] = "no-store"  # shown once: no copy in any cache
+    return response
