@@ -1,4 +1,4 @@
-"""gunicorn settings for the web process, read from the environment through moai_site.env.
+"""gunicorn settings for the web process, read from the environment through base.env.
 
 gunicorn reads ./gunicorn.conf.py by default, so ``gunicorn moai_site.wsgi`` started
 in the repository (or the image's /app) runs with them, as API.md and the runbook show.
@@ -15,7 +15,7 @@ from typing import Any
 
 from gunicorn import util as gunicorn_util
 
-from moai_site.env import env_data_dir, env_int, env_str
+from base.env import env_data_dir, env_int, env_str
 from moai_site.logs import JSON_FORMATTER
 
 bind = env_str("MOAI_BIND") or "0.0.0.0:8000"

@@ -68,7 +68,7 @@ def measure_processes(writers: int, seconds: float) -> float:
 def _write_for(slot: int, seconds: float, start: Any, counts: Any) -> None:
     from django.db import transaction
 
-    from ops import audit
+    from base import audit
 
     actor = audit.Actor.system("bench")
     start.wait()
@@ -128,7 +128,7 @@ def measure(writers: int, seconds: float) -> tuple[float, float]:
     """
     from django.db import connection, transaction
 
-    from ops import audit
+    from base import audit
 
     actor = audit.Actor.system("bench")
     counts = [0] * writers

@@ -71,7 +71,7 @@ def serve(demo_dir: Path, port: int) -> None:
 
 
 if __name__ == "__main__":
-    from ops import exit_status
+    from base import exit_status
 
     exit_status.install()
     serve(Path(sys.argv[1]), int(sys.argv[2]))

@@ -371,7 +371,7 @@ def _seconds(call: Any) -> float:
 
 
 def _sweep(count: int) -> dict[str, Any]:
-    from inference import blobs
+    from base import blobs
     from inference.models import ModelVersion
     from keys.models import ApiClient
     from sessions.models import KeySession

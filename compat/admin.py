@@ -9,12 +9,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
+from base.audit import Actor
 from compat.models import CompatToken, HybridModule
 from compat.services import issue_token, retire_hybrid_model, revoke_tokens
 from inference.services import newest_active
 from keys.models import ApiClient
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
-from ops.audit import Actor
 
 
 def _revoke(queryset: QuerySet[CompatToken], actor: Actor, reason: str) -> str:

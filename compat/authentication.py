@@ -5,9 +5,9 @@ from __future__ import annotations
 from rest_framework import authentication
 from rest_framework.request import Request
 
+from base.errors import ApiError
 from compat.tokens import client_for
 from keys.models import ApiClient
-from ops.errors import ApiError
 
 
 class CompatTokenAuthentication(authentication.BaseAuthentication):

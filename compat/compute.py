@@ -13,11 +13,11 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 
+from base.audit import Actor
+from base.errors import ApiError
 from inference import services, waits
 from inference.models import Job
 from inference.services import JobInputs, SessionEndedError
-from ops.audit import Actor
-from ops.errors import ApiError
 from sessions.models import KeySession
 
 COMPUTE_SECONDS = 110.0  # under gunicorn's and the proxies' 120 s

@@ -10,10 +10,10 @@ from pathlib import Path
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, QueryDict
 
-from inference import uploads
-from inference.uploads import Spooled
-from ops.errors import ApiError
-from ops.streams import HEAD_BYTES
+from base import uploads
+from base.errors import ApiError
+from base.streams import HEAD_BYTES
+from base.uploads import Spooled
 
 MAX_FIELD_CHARS = 200
 # Form fields and part headers next to the one uploaded file.

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from django.db import transaction
 
+from base import audit, rules
+from base.audit import Actor
 from compat import tokens
 from compat.models import CompatToken, HybridModule
 from inference.models import ModelVersion
 from inference.registration import BundleError
 from inference.services import newest_active, register_model, retire_model
 from keys.models import ApiClient
-from ops import audit, rules
-from ops.audit import Actor
 
 
 @transaction.atomic

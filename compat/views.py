@@ -21,15 +21,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from base.errors import ApiError
+from base.uploads import Spooled
 from compat import compute, services
 from compat.authentication import CompatTokenAuthentication
 from compat.inputs import form_fields, one_file
 from inference.ciphertexts import check_inputs
 from inference.models import ModelVersion
 from inference.services import newest_active
-from inference.uploads import Spooled
 from keys.models import ApiClient
-from ops.errors import ApiError
 from sessions import services as session_services
 from sessions.lookup import active_session_or_error, client_actor
 from sessions.models import KeySession

@@ -9,10 +9,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from base.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from base.audit import Actor
 from inference.models import Job, ModelVersion
 from inference.services import cancel_job, retire_model
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
-from ops.audit import Actor
 
 
 def _retire(queryset: QuerySet[ModelVersion], actor: Actor, reason: str) -> str:

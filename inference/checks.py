@@ -20,7 +20,7 @@ def bucket_keeps_no_versions(app_configs: Any = None, **kwargs: Any) -> list[che
         return []
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from inference import blobs
+    from base import blobs
 
     try:
         problem = blobs.versioning_problem(settings.MOAI_S3_NONCURRENT_DAYS_MAX)

@@ -1,7 +1,7 @@
 """Checks on submitted ciphertexts, done in the web process before a job exists.
 
 No native code reads a ciphertext in the web process: its size must be the model's
-and its Cap'n Proto framing must add up (ops.streams), both checked in Python. A
+and its Cap'n Proto framing must add up (base.streams), both checked in Python. A
 well-framed ciphertext of the right size costs the native deserializer no more than
 its own bytes; if its content is still not a ciphertext of this model, the worker's
 runtime refuses it and the job fails with ``invalid_ciphertext``, ending that job only.
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from django.http import HttpRequest
 
-from inference import uploads
+from base import uploads
+from base.errors import ApiError
+from base.streams import file_framing_problem
 from inference.models import ModelVersion
-from ops.errors import ApiError
-from ops.streams import file_framing_problem
 
 # A multipart part's boundary and headers (name, filename, type) next to its ciphertext;
 # clients send a few dozen bytes, this leaves room for long file names.

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from ops.redis_client import shared_redis
+from base.redis_client import shared_redis
 
 CHANNEL = "moai:job-ended:{}"
 WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (inference.warmup)

@@ -25,10 +25,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from base import audit
+from base.audit import Actor
 from inference import services
 from inference.models import Job
-from ops import audit
-from ops.audit import Actor
 
 logger = logging.getLogger(__name__)
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import exit_status
-from ops.tempdirs import tempfiles_in
+from base import exit_status
+from base.tempdirs import tempfiles_in
 
 # Keys that carry bootstrapping or key-switching material are megabytes and random;
 # only tiny ones are worth a second keygen to see whether they are always the same.
@@ -68,7 +68,7 @@ def measure_bundle(folder: Path) -> BundleFacts:
     from concrete.ml.deployment import FHEModelClient, FHEModelServer
 
     try:
-        # Loading the server leaves folders of the runtime's own behind (ops.tempdirs): in this one.
+        # Loading the server leaves folders of the runtime's own behind (base.tempdirs): in this one.
         with tempfile.TemporaryDirectory(prefix="moai-measure-") as scratch, tempfiles_in(Path(scratch)):
             server = FHEModelServer(str(folder))
             key_dir = tempfile.mkdtemp(prefix="moai-keygen-")

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from inference import blobs, cores
+from base import blobs, exit_status, metrics
+from base.tempdirs import tempfiles_in
+from inference import cores
 from inference.cores import process_alive
-from ops import exit_status, metrics
-from ops.tempdirs import tempfiles_in
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion

@@ -21,13 +21,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Min
 from django.utils import timezone
 
-from inference import blobs, notify
+from base import audit, blobs, metrics, rules
+from base.audit import Actor
+from inference import notify
 from inference.models import Job, ModelVersion
 from inference.preprocessing import check_feature_names, input_width
 from inference.preprocessing import load as load_preprocessing
 from inference.registration import measure_bundle
-from ops import audit, metrics, rules
-from ops.audit import Actor
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from inference import blobs, cores, runtime, services
+from base import blobs, metrics
+from base.audit import Actor
+from inference import cores, runtime, services
 from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from inference.models import Job
-from ops import metrics
-from ops.audit import Actor
 from sessions.models import KeySession
 from sessions.services import count_circuit_abort
 

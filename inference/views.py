@@ -13,15 +13,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import services, uploads, waits
+from base import uploads
+from base.errors import ApiError
+from base.schema import BINARY, errors
+from inference import services, waits
 from inference.ciphertexts import body_limit, check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
 from inference.serializers import BatchIn, JobOut, ModelOut
 from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
-from ops.errors import ApiError
-from ops.schema import BINARY, errors
 from sessions.lookup import active_session_or_error, client_actor
 
 

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from base.errors import ApiError
+from base.redis_client import shared_redis
 from inference import notify
 from inference.models import Job
-from ops.errors import ApiError
-from ops.redis_client import shared_redis
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from inference import blobs, cores, notify, runtime
+from base import blobs
+from base.redis_client import shared_redis
+from inference import cores, notify, runtime
 from inference.models import ModelVersion
-from ops.redis_client import shared_redis
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)

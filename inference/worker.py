@@ -34,10 +34,10 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from inference import cores, runtime, warmup
+from base import metrics
+from base.env import env_str
+from inference import cores, metric_series, runtime, warmup
 from inference.models import Job
-from moai_site.env import env_str
-from ops import metrics
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class _HostMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            metrics.initialise_model_series()
+            metric_series.initialise_model_series()
         finally:
             # Each scrape runs in a thread of its own (ThreadingHTTPServer): keep no connection.
             connection.close()

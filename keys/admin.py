@@ -10,10 +10,10 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from rest_framework_api_key.models import APIKey
 
+from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
+from base.audit import Actor
 from keys.models import ApiClient, ClientApiKey
 from keys.services import rotate_api_key, rotate_client_keys, set_client_active
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
-from ops.audit import Actor
 
 
 def _rotate(queryset: QuerySet[ApiClient], actor: Actor, reason: str) -> str:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
+from base.errors import ApiError
 from keys.models import ApiClient, ClientApiKey
-from ops.errors import ApiError
 
 if TYPE_CHECKING:
     from rest_framework.views import APIView

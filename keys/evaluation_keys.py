@@ -3,7 +3,7 @@
 Keys made for another model can abort the Concrete runtime (a Rust panic, not an
 exception; DESIGN.md), so keys are accepted only when their size is exactly the
 one recorded for the model at registration, their Cap'n Proto framing adds up
-(checked in Python, ops.streams), and they deserialize as Concrete evaluation keys
+(checked in Python, base.streams), and they deserialize as Concrete evaluation keys
 in a checker process under memory and time limits (keys.validator). None of the
 checks needs, nor could use, a secret key.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from inference.uploads import Spooled
+from base.streams import HEAD_BYTES, framing_problem
+from base.uploads import Spooled
 from keys.validator import CheckerBusy, KeyChecker
-from ops.streams import HEAD_BYTES, framing_problem
 
 __all__ = [
     "CheckerBusy",

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
+from base import audit, rules
+from base.audit import Actor
 from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
-from ops import audit, rules
-from ops.audit import Actor
 
 if TYPE_CHECKING:
     from inference.models import ModelVersion

@@ -1,6 +1,6 @@
 """Project package: settings, URLs, the Celery app and WSGI (gunicorn's config is ./gunicorn.conf.py)."""
 
-from ops import exit_status
+from base import exit_status
 
 # Every Django process (web, worker, beat, manage.py, pytest) imports this package first.
 exit_status.install()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from moai_site.env import env_data_dir, env_int
+from base.env import env_data_dir, env_int
 
 
 def _prepare_worker_environment() -> None:

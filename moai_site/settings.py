@@ -13,7 +13,7 @@ from typing import Any
 
 import dj_database_url
 
-from moai_site.env import ConfigError, env_bool, env_data_dir, env_float, env_int, env_list, env_str
+from base.env import ConfigError, env_bool, env_data_dir, env_float, env_int, env_list, env_str
 from moai_site.logs import JSON_FORMATTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ MOAI_AUDIT_KEY: str = _audit_key
 MOAI_AUDIT_PREVIOUS_KEYS = env_list("MOAI_AUDIT_PREVIOUS_KEYS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
-# Folders under it are created when a process starts (moai_site.folders), never on import.
+# Folders under it are created when a process starts (base.folders), never on import.
 MOAI_DATA_DIR = env_data_dir()
 
 MOAI_SESSION_TTL_SECONDS = env_int("MOAI_SESSION_TTL_SECONDS", 3600, minimum=1)
@@ -88,7 +88,7 @@ MOAI_MAX_BATCH_INPUTS = env_int("MOAI_MAX_BATCH_INPUTS", 256, minimum=1)
 MOAI_RESULT_RETENTION_SECONDS = env_int("MOAI_RESULT_RETENTION_SECONDS", 3600, minimum=0)
 
 INSTALLED_APPS = [
-    "ops.apps.MoaiAdminConfig",
+    "dashboards.apps.MoaiAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -96,27 +96,29 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "django_otp",
-    "ops.vendor_apps.AuthenticatorDevicesConfig",
-    "ops.vendor_apps.BackupCodeDevicesConfig",
-    "ops.vendor_apps.LoginAttemptsConfig",
+    "base.vendor_apps.AuthenticatorDevicesConfig",
+    "base.vendor_apps.BackupCodeDevicesConfig",
+    "base.vendor_apps.LoginAttemptsConfig",
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
     # Swagger UI's scripts and styles, served by the project itself (no CDN).
     "drf_spectacular_sidecar",
-    "ops",
+    # Bottom up: an app imports only apps listed before it (tests/test_layers.py).
+    "base",
     "keys",
     "inference",
     "sessions.apps.KeySessionsConfig",
     "compat",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
     # First, so that everything after it (audit records, admin lockouts) sees the client's address.
-    "ops.security.ProxyAddressMiddleware",
+    "base.security.ProxyAddressMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "ops.security.ContentSecurityPolicyMiddleware",
+    "base.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -222,7 +224,7 @@ elif MOAI_BLOB_STORAGE == "s3":
             # "path" for most self-hosted stores (MinIO, Ceph); AWS takes either.
             "addressing_style": env_str("MOAI_S3_ADDRESSING_STYLE") or None,
             "location": env_str("MOAI_S3_PREFIX", "") or "",
-            # Names are unique by construction; an existing object is an error (inference.blobs.save).
+            # Names are unique by construction; an existing object is an error (base.blobs.save).
             "file_overwrite": False,
             "default_acl": None,
             "querystring_auth": False,
@@ -286,7 +288,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["keys.authentication.IsApiClient"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [],
-    "EXCEPTION_HANDLER": "ops.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "base.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     # Counted per API client in the shared cache (Redis), so limits hold across web processes:

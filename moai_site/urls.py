@@ -6,8 +6,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from dashboards import views as ops_views
 from inference import views as inference_views
-from ops import views as ops_views
 from sessions import views as session_views
 
 api_v1 = [
@@ -34,6 +34,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "ops.errors.json_bad_request"
-handler404 = "ops.errors.json_not_found"
-handler500 = "ops.errors.json_server_error"
+handler400 = "base.errors.json_bad_request"
+handler404 = "base.errors.json_not_found"
+handler500 = "base.errors.json_server_error"

@@ -11,8 +11,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from ops.admin_actions import ReadOnlyAdmin, confirm_with_reason
-from ops.audit import Actor
+from base.admin_actions import ReadOnlyAdmin, confirm_with_reason
+from base.audit import Actor
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions, lift_suspension
 

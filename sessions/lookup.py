@@ -6,9 +6,9 @@ import uuid
 
 from rest_framework.request import Request
 
+from base.audit import Actor
+from base.errors import ApiError
 from keys.models import ApiClient
-from ops.audit import Actor
-from ops.errors import ApiError
 from sessions import services
 from sessions.models import KeySession
 

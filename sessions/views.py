@@ -14,12 +14,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import notify, uploads
+from base import uploads
+from base.errors import ApiError
+from base.schema import BINARY, errors
+from inference import notify
 from inference.services import newest_active
 from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
-from ops.errors import ApiError
-from ops.schema import BINARY, errors
 from sessions import services
 from sessions.lookup import client_actor, own_session_or_404
 from sessions.models import KeySession

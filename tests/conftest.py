@@ -18,18 +18,18 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from base import exit_status
+from base.audit import Actor
 from inference.demo_models import DEMO_MODELS, Built, build
 from inference.models import ModelVersion
 from inference.registration import BundleFacts, measure_bundle
 from keys.models import ApiClient
 from keys.services import create_client
-from ops import exit_status
-from ops.audit import Actor
 from tests.deploy_tools import AUTOSCALING, EXTERNAL_STORES, OPERATOR_API, PRODUCTION, ensure_helm, render
 from tests.helpers import login, make_staff, otp_code, post_bytes
 
 # Tests that run on-commit callbacks run circuits in this process: without the guard
-# a failing run would exit 0 (ops/exit_status.py; moai_site installs it too).
+# a failing run would exit 0 (base/exit_status.py; moai_site installs it too).
 exit_status.install()
 
 TEST_MODELS = ("breast-cancer-logreg", "iris-tree")
@@ -189,10 +189,10 @@ def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path, s3_server:
     if request.node.get_closest_marker("e2e"):
         yield
         # The test's database is flushed after it and the next one numbers audit records from 1
-        # again: checkpoints of this one would read as a rewritten log (ops.audit_checkpoints).
+        # again: checkpoints of this one would read as a rewritten log (base.audit_checkpoints).
         from django.conf import settings
 
-        from ops.audit_checkpoints import FOLDER
+        from base.audit_checkpoints import FOLDER
 
         if s3_server is None:
             shutil.rmtree(Path(settings.MOAI_DATA_DIR) / "blobs" / FOLDER, ignore_errors=True)

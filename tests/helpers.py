@@ -13,8 +13,8 @@ from django.test import Client
 from django_otp.oath import totp
 from rest_framework.test import APIClient
 
-from ops.audit import Actor
-from ops.staff import Enrollment, enroll_totp
+from base.audit import Actor
+from base.staff import Enrollment, enroll_totp
 
 T = TypeVar("T")
 

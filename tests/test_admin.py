@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from ops.models import AuditRecord
+from base.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import STAFF_PASSWORD as PASSWORD
 from tests.helpers import login, make_staff, otp_code
@@ -171,7 +171,7 @@ def test_overview_needs_permission_to_view_jobs_and_sessions(db):
 
 
 def test_admin_and_docs_pages_load_only_from_this_origin(staff_client):
-    from ops.security import PAGE_POLICY
+    from base.security import PAGE_POLICY
 
     pages = {
         "login": Client().get("/admin/login/"),

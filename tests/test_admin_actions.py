@@ -13,9 +13,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
+from base.models import AuditRecord
 from inference.models import Job, ModelVersion
 from keys.models import ApiClient
-from ops.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import login, make_staff, otp_code
 

@@ -16,9 +16,9 @@ import requests
 from django.contrib.auth.models import User
 from django_otp.oath import totp
 
-from ops.audit import Actor
-from ops.models import AuditRecord
-from ops.staff import enroll_totp
+from base.audit import Actor
+from base.models import AuditRecord
+from base.staff import enroll_totp
 from sessions.models import KeySession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

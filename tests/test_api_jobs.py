@@ -247,7 +247,7 @@ def test_a_client_holds_at_most_its_wait_slots_and_lost_ones_lapse(
     assert "Retry-After" not in alice.http.get(f"/api/v1/jobs/{job_id}?wait=0.3")
     assert time.monotonic() - started >= 0.25
     if settings.REDIS_URL:
-        from ops.redis_client import shared_redis
+        from base.redis_client import shared_redis
 
         # Slots of a process that died without releasing them: one lapsed, one still live.
         key = waits.KEY.format(alice.client.pk)

@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
-from ops.models import AuditRecord
+from base.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes
 

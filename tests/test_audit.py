@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ops import audit
-from ops.audit import Actor
-from ops.models import AuditRecord
+from base import audit
+from base.audit import Actor
+from base.models import AuditRecord
 
 
 def test_chain_verifies_and_an_edit_is_found(db):

@@ -19,11 +19,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
-from inference import blobs
-from ops import audit, audit_checkpoints
-from ops.audit import Actor
-from ops.models import AuditRecord
-from ops.tasks import checkpoint_audit_log
+from base import audit, audit_checkpoints, blobs
+from base.audit import Actor
+from base.models import AuditRecord
+from base.tasks import checkpoint_audit_log
 
 RECORDS = 16
 
@@ -179,7 +178,7 @@ def test_old_records_verify_after_the_key_is_rotated(history, settings, django_c
 def test_the_head_gauge_reads_the_table(history):
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from ops.metrics import SharedStateCollector
+    from dashboards.collectors import SharedStateCollector
 
     def head() -> float:
         registry = CollectorRegistry(auto_describe=False)

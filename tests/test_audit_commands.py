@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from ops.models import AuditRecord
+from base.models import AuditRecord
 from tests.helpers import run_command
 
 

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from ops import audit
-from ops.models import AuditRecord
+from base import audit
+from base.models import AuditRecord
 
 BEFORE = [("ops", "0002_admin_permissions")]
 AFTER = [("ops", "0005_audit_sequence_unique")]

@@ -22,9 +22,9 @@ import pytest
 from django.core import checks
 from django.core.management import call_command
 
-from inference import blobs
+from base import blobs
+from base.models import AuditRecord
 from inference.models import Job
-from ops.models import AuditRecord
 from scripts.s3local import BUCKET, LocalS3
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes

@@ -8,9 +8,9 @@ import pytest
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from base.models import AuditRecord
 from inference.models import ModelVersion
 from keys.models import ApiClient
-from ops.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import run_command
 
@@ -87,7 +87,9 @@ def test_every_management_command_of_the_project_has_a_test():
     from django.core.management import get_commands
 
     ours = sorted(
-        name for name, app in get_commands().items() if app in {"ops", "keys", "inference", "sessions", "compat"}
+        name
+        for name, app in get_commands().items()
+        if app in {"base", "dashboards", "keys", "inference", "sessions", "compat"}
     )
     assert {"create_client", "register_model", "build_demo_models", "expire_sessions"} <= set(ours)
     test_sources = "".join(path.read_text() for path in pathlib.Path(__file__).parent.glob("test_*.py"))

@@ -6,11 +6,11 @@ import re
 
 from django.test import Client
 
+from base.audit import Actor
+from base.models import AuditRecord
 from compat.models import CompatToken
 from compat.services import issue_token, register_hybrid_model
 from inference.models import ModelVersion
-from ops.audit import Actor
-from ops.models import AuditRecord
 
 TESTS = Actor.system("tests")
 

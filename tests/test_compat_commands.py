@@ -6,9 +6,9 @@ import pytest
 from django.core.management.base import CommandError
 from django.test import Client
 
+from base.models import AuditRecord
 from compat.models import HybridModule
 from inference.models import ModelVersion
-from ops.models import AuditRecord
 from tests.helpers import run_command
 
 

@@ -17,12 +17,12 @@ import pytest
 import requests
 import torch
 
+from base.audit import Actor
+from base.models import AuditRecord
 from compat import hybrid_demo
 from compat.services import issue_token, register_hybrid_model, revoke_tokens
 from inference.models import Job
 from keys.models import ApiClient
-from ops.audit import Actor
-from ops.models import AuditRecord
 from sessions.models import KeySession
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -10,9 +10,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from base.audit import Actor
 from compat.services import issue_token, register_hybrid_model
 from compat.tokens import client_for
-from ops.audit import Actor
 
 TESTS = Actor.system("tests")
 SEQ0 = {"model_name": "mlp", "module_name": "seq.0", "input_shape": "(1, 30)"}

@@ -1,7 +1,7 @@
 """Every process reads its configuration the same way, and writes only under MOAI_DATA_DIR.
 
 gunicorn (gunicorn.conf.py), the Celery worker (moai_site/celery.py) and Django's settings
-all read variables through moai_site/env.py, so ``X_FILE`` works for each of them; the data
+all read variables through base/env.py, so ``X_FILE`` works for each of them; the data
 folder has one default; importing the settings creates nothing; the filesystem broker
 keeps its control folder under the data folder, not in the folder a process starts in.
 """
@@ -79,7 +79,7 @@ def _python(code: str, cwd: Path, env: dict[str, str]) -> str:
 
 def test_the_data_folder_has_one_default_whatever_folder_a_process_starts_in(tmp_path):
     code = (
-        "from moai_site import settings; from moai_site.env import env_data_dir; "
+        "from moai_site import settings; from base.env import env_data_dir; "
         "print(settings.MOAI_DATA_DIR); print(env_data_dir())"
     )
     assert _python(code, tmp_path, _env(tmp_path)).splitlines() == [str(ROOT / "var")] * 2

@@ -17,10 +17,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from ops import audit, audit_checkpoints
-from ops.audit import Actor
-from ops.database_roles import ServiceRole, apply_grants
-from ops.models import AuditRecord
+from base import audit, audit_checkpoints
+from base.audit import Actor
+from base.database_roles import ServiceRole, apply_grants
+from base.models import AuditRecord
 from tests.helpers import post_bytes
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="roles are PostgreSQL's")

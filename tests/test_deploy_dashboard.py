@@ -77,8 +77,9 @@ def exported_metrics() -> dict[str, set[str]]:
     from django.test import Client
     from prometheus_client.parser import text_string_to_metric_families
 
+    from base.metrics import observe_job_end
+    from dashboards.collectors import render
     from inference.models import ModelVersion
-    from ops.metrics import observe_job_end, render
 
     # A registered model, so that moai_queue_depth has a sample with its labels.
     ModelVersion.objects.create(

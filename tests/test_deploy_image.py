@@ -116,7 +116,7 @@ def test_build_context_holds_the_copied_code_and_nothing_else(dockerfile):
             relative = file.relative_to(ROOT).as_posix()
             assert not dockerignore_excludes(relative, patterns), f"{relative} is copied but .dockerignore drops it"
     strays = [".venv/bin/python", "var/demo/moai.sqlite3", "build/tools/helm", ".git/HEAD", "tests/test_e2e.py"]
-    strays += ["docs/runbook.md", "moai_client/client.py", "scripts/demo.py", ".env", "ops/__pycache__/views.pyc"]
+    strays += ["docs/runbook.md", "moai_client/client.py", "scripts/demo.py", ".env", "base/__pycache__/views.pyc"]
     for stray in strays:
         assert dockerignore_excludes(stray, patterns), f"{stray} would be sent to the Docker daemon"
 

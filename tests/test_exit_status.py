@@ -1,4 +1,4 @@
-"""A process that ran a circuit leaves with its own exit status (ops/exit_status.py).
+"""A process that ran a circuit leaves with its own exit status (base/exit_status.py).
 
 Without the guard, concrete-python 2.10.0's atexit handler turns every such exit
 into 0: a pytest run with a failing test, a ``sys.exit(3)`` and an uncaught

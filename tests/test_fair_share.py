@@ -10,9 +10,9 @@ import pytest
 import requests
 from django.core.management import call_command
 
+from base.models import AuditRecord
 from inference.models import Job
 from moai_client import MoaiJobFailed
-from ops.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import poll, session_with_wrong_keys
 

@@ -25,10 +25,10 @@ import requests
 from django.conf import settings
 from django.test import Client
 
+from base.models import AuditRecord
+from base.streams import framing_problem
 from inference import runtime
 from inference.models import Job
-from ops.models import AuditRecord
-from ops.streams import framing_problem
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes
 

@@ -9,10 +9,10 @@ from django.core.files.storage import default_storage
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from base.models import AuditRecord
 from inference import services
 from inference.models import Job
 from keys.throttling import ClientRateThrottle
-from ops.models import AuditRecord
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes, run_command
 
@@ -54,7 +54,7 @@ def test_invalidation_while_running_discards_the_result(queued, alice):
     job.refresh_from_db()
     assert (job.status, job.error_code) == ("failed", "context_invalidated")
     # The worker finishes its circuit afterwards: its output must not survive.
-    from inference import blobs
+    from base import blobs
 
     blobs.save_bytes(job.output_name(0), b"late output")
     assert services.finish_job(claimed) is False

@@ -164,7 +164,7 @@ def test_one_web_replica_at_a_time_reports_the_shared_state_gauges(monkeypatch, 
     """sum(moai_queue_depth) over replicas, as the runbook writes it, must count the queue once."""
     import redis
 
-    from ops import metrics
+    from dashboards import collectors as metrics
 
     if not settings.REDIS_URL:
         pytest.skip("the lease lives in Redis; without it one host reports alone")

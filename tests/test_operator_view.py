@@ -20,7 +20,7 @@ import promql_parser
 import pytest
 import requests
 
-from ops.metrics import JOB_FAILURE_CODES
+from base.metrics import JOB_FAILURE_CODES
 from scripts.stack import ROOT, Stack, free_port
 from tests.helpers import poll
 
@@ -37,7 +37,7 @@ class Fresh:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.env = {
-            # Embedded defaults: an empty value means unset (moai_site/env.py).
+            # Embedded defaults: an empty value means unset (base/env.py).
             "DATABASE_URL": "",
             "REDIS_URL": "",
             "DJANGO_SETTINGS_MODULE": "moai_site.settings",

@@ -15,10 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
 
+from base.models import AuditRecord
 from inference import preprocessing as service_side
 from inference.models import ModelVersion
 from moai_client import preprocessing as client_side
-from ops.models import AuditRecord
 from tests.helpers import error_code, run_command
 
 TREE = "iris-tree"

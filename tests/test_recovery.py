@@ -10,10 +10,10 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.utils import timezone
 
+from base.models import AuditRecord
 from inference import services
 from inference.models import Job
 from inference.recovery import broker_job_ids, recover_jobs
-from ops.models import AuditRecord
 from tests.helpers import post_bytes
 
 LOGREG = "breast-cancer-logreg"
@@ -39,7 +39,7 @@ def test_a_running_job_without_heartbeats_runs_again_and_the_lost_attempt_cannot
     queued.refresh_from_db()
     assert (queued.status, queued.attempts, queued.result_attempt) == ("succeeded", 2, 2)
     # The first worker comes back late with its own output: it is refused, the real result stays.
-    from inference import blobs
+    from base import blobs
 
     blobs.save_bytes(queued.output_name(0, 1), b"stale")
     assert services.finish_job(lost_attempt) is False

@@ -10,13 +10,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from base.audit import Actor
+from base.models import AuditRecord
+from base.rules import RuleError
 from inference.models import ModelVersion
 from inference.services import register_model, retire_model
 from keys.models import ApiClient
 from keys.services import create_client, rotate_api_key, rotate_client_keys, set_client_active
-from ops.audit import Actor
-from ops.models import AuditRecord
-from ops.rules import RuleError
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions, lift_suspension
 

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from moai_site.env import ConfigError, env_bool, env_int, env_str
+from base.env import ConfigError, env_bool, env_int, env_str
 from tests import settings as test_settings
 
 

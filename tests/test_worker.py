@@ -12,9 +12,9 @@ from billiard.exceptions import WorkerLostError
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from base.audit import Actor
 from inference import services, tasks, worker
 from inference.models import Job
-from ops.audit import Actor
 from sessions import services as session_services
 from sessions.models import KeySession
 from tests.helpers import post_bytes

@@ -7,9 +7,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
 
+from base.audit import Actor
 from compat.services import register_hybrid_model
 from inference.registration import BundleError
-from ops.audit import Actor
 
 
 class Command(BaseCommand):

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from base.audit import Actor
 from compat.models import HybridModule
 from compat.services import retire_hybrid_model
-from ops.audit import Actor
 
 
 class Command(BaseCommand):

@@ -6,9 +6,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from base.audit import Actor
 from inference.demo_models import DEMO_MODELS, build
 from inference.services import register_model
-from ops.audit import Actor
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from base.audit import Actor
 from inference.recovery import recover_jobs
-from ops.audit import Actor
 
 
 class Command(BaseCommand):

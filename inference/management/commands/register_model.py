@@ -5,11 +5,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from base import rules
+from base.audit import Actor
+from base.rules import refused_as_command_error
 from inference.registration import BundleError
 from inference.services import register_model
-from ops import rules
-from ops.audit import Actor
-from ops.rules import refused_as_command_error
 
 
 class Command(BaseCommand):

@@ -4,11 +4,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from base import rules
+from base.audit import Actor
+from base.rules import refused_as_command_error
 from inference.models import ModelVersion
 from inference.services import retire_model
-from ops import rules
-from ops.audit import Actor
-from ops.rules import refused_as_command_error
 
 
 class Command(BaseCommand):

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from base.rules import refused_as_command_error
 from keys.models import ApiClient
 from keys.services import get_client
-from ops.rules import refused_as_command_error
 
 
 class ClientCommand(BaseCommand):

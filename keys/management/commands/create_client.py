@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from base.audit import Actor
+from base.rules import refused_as_command_error
 from keys.services import create_client
-from ops.audit import Actor
-from ops.rules import refused_as_command_error
 
 
 class Command(BaseCommand):

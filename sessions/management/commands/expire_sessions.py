@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from ops.audit import Actor
+from base.audit import Actor
 from sessions.services import sweep
 
 

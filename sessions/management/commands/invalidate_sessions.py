@@ -6,10 +6,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 
+from base.audit import Actor
+from base.rules import refused_as_command_error
 from inference.models import ModelVersion
 from keys.models import ApiClient
-from ops.audit import Actor
-from ops.rules import refused_as_command_error
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions
 

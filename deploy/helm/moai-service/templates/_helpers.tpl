@@ -247,7 +247,7 @@ seccompProfile:
 {{- end -}}
 
 {{/*
-Environment of every MOAI container. Secrets arrive as files (X_FILE, read by moai_site.env),
+Environment of every MOAI container. Secrets arrive as files (X_FILE, read by base.env),
 so they are neither in `kubectl describe` nor inherited by child processes' environments.
 */}}
 {{- define "moai.env" -}}
