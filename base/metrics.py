@@ -36,7 +36,7 @@ for _result in ("hit", "miss"):  # both series exist from the start, so rate() a
 WORKER_PROCESSES = Gauge("moai_worker_processes", "Live worker pool processes.", multiprocess_mode="livesum")
 
 
-# Every code a job can fail with (inference/tasks.py, recovery.py, a session ending under a
+# Every code a job can fail with (jobs/tasks.py, recovery.py, a session ending under a
 # running job). Their series exist at 0 from the first scrape: a rate over a series that
 # does not exist yet reads "no data", which an alert cannot tell from "metric gone".
 JOB_FAILURE_CODES = (

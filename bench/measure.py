@@ -48,7 +48,7 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
             "fhe_only": _raw_fhe(folders[model], dump, runs),
         }
     # Latency in the default layout: a pool process per core, and a job alone takes every
-    # core (inference.cores); a batch's inputs side by side, one per core. The stack is
+    # core (jobs.cores); a batch's inputs side by side, one per core. The stack is
     # fresh: the bare server comparison measures its first key uploads first.
     with _stack(data_dir / "logs-latency", pool=CPUS) as stack:
         from bench import versus
@@ -136,7 +136,7 @@ def _one_job(client: Any, session: Any, ciphertext: bytes) -> tuple[float, str]:
 
 def _server_ms(job_id: str) -> int:
     """Submission to end, as the service recorded it (the moai_job_latency histogram's value)."""
-    from inference.models import Job
+    from jobs.models import Job
 
     return Job.objects.get(pk=job_id).latency_ms or 0
 
@@ -228,7 +228,7 @@ def _affinity(api_key: str, plan: Any, folders: dict[str, Path], raw: dict[str, 
     first (MOAI_AFFINITY_MAX_WAIT_SECONDS=0), every process sees every session and the
     least recently used keys keep being evicted and decompressed again.
     """
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
     version = ModelVersion.objects.filter(name=plan.throughput_model).latest("version")
     warm_bytes = version.evaluation_keys_bytes * settings.MOAI_KEY_MEMORY_FACTOR
@@ -372,8 +372,8 @@ def _seconds(call: Any) -> float:
 
 def _sweep(count: int) -> dict[str, Any]:
     from base import blobs
-    from inference.models import ModelVersion
     from keys.models import ApiClient
+    from registry.models import ModelVersion
     from sessions.models import KeySession
     from sessions.services import expire_due_sessions
 

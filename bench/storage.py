@@ -71,7 +71,7 @@ def side_by_side(plan: Any, api_key: str, folders: dict[str, Path], data_dir: Pa
 
 def _register_keys_model(name: str, template: str, key_bytes: int) -> None:
     """A copy of a demo model's registration that takes keys of ``key_bytes``: only admission reads it."""
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
     source = ModelVersion.objects.filter(name=template).order_by("-version").first()
     assert source is not None

@@ -13,8 +13,8 @@ from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_
 from base.audit import Actor
 from compat.models import CompatToken, HybridModule
 from compat.services import issue_token, retire_hybrid_model, revoke_tokens
-from inference.services import newest_active
 from keys.models import ApiClient
+from registry.services import newest_active
 
 
 def _revoke(queryset: QuerySet[CompatToken], actor: Actor, reason: str) -> str:

@@ -1,7 +1,7 @@
 """``compute`` of the example-server protocols: one job, submitted and waited for in one request.
 
 Those clients post a ciphertext and read the result from the same response, so the
-request holds its thread until the job ends (woken by the worker, inference.waits),
+request holds its thread until the job ends (woken by the worker, jobs.waits),
 in steps of at most waits.MAX_WAIT_SECONDS, up to COMPUTE_SECONDS in all.
 """
 
@@ -15,9 +15,9 @@ from django.http import FileResponse
 
 from base.audit import Actor
 from base.errors import ApiError
-from inference import services, waits
-from inference.models import Job
-from inference.services import JobInputs, SessionEndedError
+from jobs import services, waits
+from jobs.models import Job
+from jobs.services import JobInputs, SessionEndedError
 from sessions.models import KeySession
 
 COMPUTE_SECONDS = 110.0  # under gunicorn's and the proxies' 120 s

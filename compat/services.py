@@ -12,10 +12,10 @@ from base import audit, rules
 from base.audit import Actor
 from compat import tokens
 from compat.models import CompatToken, HybridModule
-from inference.models import ModelVersion
-from inference.registration import BundleError
-from inference.services import newest_active, register_model, retire_model
 from keys.models import ApiClient
+from registry.models import ModelVersion
+from registry.registration import BundleError
+from registry.services import newest_active, register_model, retire_model
 
 
 @transaction.atomic

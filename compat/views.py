@@ -26,10 +26,10 @@ from base.uploads import Spooled
 from compat import compute, services
 from compat.authentication import CompatTokenAuthentication
 from compat.inputs import form_fields, one_file
-from inference.ciphertexts import check_inputs
-from inference.models import ModelVersion
-from inference.services import newest_active
+from jobs.ciphertexts import check_inputs
 from keys.models import ApiClient
+from registry.models import ModelVersion
+from registry.services import newest_active
 from sessions import services as session_services
 from sessions.lookup import active_session_or_error, client_actor
 from sessions.models import KeySession

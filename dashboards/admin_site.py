@@ -21,7 +21,7 @@ from dashboards.overview import overview_context
 # device all read the same, so the form tells an attacker nothing about which part was right.
 FAILED_LOGIN = "Please enter a correct username, password and authentication code."
 # The overview summarises jobs and sessions: seeing it needs permission to view both.
-OVERVIEW_PERMISSIONS = ("inference.view_job", "key_sessions.view_keysession")
+OVERVIEW_PERMISSIONS = ("jobs.view_job", "key_sessions.view_keysession")
 
 
 class SecondFactorLoginForm(OTPAdminAuthenticationForm):

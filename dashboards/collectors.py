@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from base.metrics import process_registry
-from inference.metric_series import initialise_model_series, model_names
+from registry.metric_series import initialise_model_series, model_names
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class SharedStateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.db.models import Count
 
-        from inference.models import Job
+        from jobs.models import Job
         from sessions.models import KeySession
 
         depth = GaugeMetricFamily("moai_queue_depth", "Jobs waiting to run, per model.", labels=["model"])

@@ -12,7 +12,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from inference.models import Job
+from jobs.models import Job
 from sessions.models import KeySession
 
 HOURS = 24

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from inference.models import Job
+from jobs.models import Job
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
 
 if TYPE_CHECKING:
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
 
 class ClientError(rules.RuleError):

@@ -5,7 +5,7 @@ loading one only builds objects of the types it names. Those names are checked f
 against a short allow-list of scikit-learn transformers that compute with arrays only,
 so a file naming any other type (a function, an estimator that is not a scaler, a type
 from another package) is refused before anything is built. The service checks the same
-list when an operator registers the file (``inference/preprocessing.py``; a test keeps
+list when an operator registers the file (``registry/preprocessing.py``; a test keeps
 the two lists equal).
 """
 

@@ -22,13 +22,13 @@ def _prepare_worker_environment() -> None:
 
     - ``OMP_NUM_THREADS``: the OpenMP threads of a pool process's background work
       (model loads, key warm-ups), its share of the cores; a job's circuit gets the
-      threads that ``inference.cores`` gives it when it starts (all cores when alone).
-    - the board on which pool processes say they are busy (``inference.cores``),
+      threads that ``jobs.cores`` gives it when it starts (all cores when alone).
+    - the board on which pool processes say they are busy (``jobs.cores``),
       made here so that every pool process inherits it.
     - ``PROMETHEUS_MULTIPROC_DIR``: every pool process writes its metrics there and
       the worker's metrics endpoint sums them.
     """
-    from inference import cores
+    from jobs import cores
 
     cpus = cores.host_cores()
     pool = env_int("MOAI_WORKER_POOL_SIZE", cpus)

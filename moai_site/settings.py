@@ -107,8 +107,9 @@ INSTALLED_APPS = [
     # Bottom up: an app imports only apps listed before it (tests/test_layers.py).
     "base",
     "keys",
-    "inference",
+    "registry",
     "sessions.apps.KeySessionsConfig",
+    "jobs",
     "compat",
     "dashboards",
 ]
@@ -235,7 +236,7 @@ elif MOAI_BLOB_STORAGE == "s3":
 else:
     raise ConfigError(f"MOAI_BLOB_STORAGE must be filesystem or s3, got {MOAI_BLOB_STORAGE!r}")
 # How long a versioned bucket may keep an erased blob as a noncurrent version before
-# `manage.py check --deploy` warns (inference.checks).
+# `manage.py check --deploy` warns (registry.checks).
 MOAI_S3_NONCURRENT_DAYS_MAX = env_int("MOAI_S3_NONCURRENT_DAYS_MAX", 1, minimum=1)
 STORAGES = {
     "default": _blobs,
@@ -344,13 +345,13 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A process killed by a circuit abort must not send its message round again:
-# the job is failed instead (inference.tasks), so a poisoned job cannot loop.
+# the job is failed instead (jobs.tasks), so a poisoned job cannot loop.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CONCURRENCY = MOAI_WORKER_POOL_SIZE
 # Celery's Django fixup closes every database connection before and after each task
 # unless told to reuse them: a new PostgreSQL connection per job cost ~5 ms of a warm
 # linear model's ~40 ms. Connections are kept (it closes them every 2 x this many tasks);
-# inference.tasks applies CONN_MAX_AGE and the health check before each task instead.
+# jobs.tasks applies CONN_MAX_AGE and the health check before each task instead.
 CELERY_DB_REUSE_MAX = 1000
 # A circuit that runs away is stopped: first politely (the job fails with
 # time_limit_exceeded), then by killing its process.
@@ -370,7 +371,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "moai"
 # Beat keeps its last-run times in a file; the data folder is writable, the code folder may not be.
 CELERY_BEAT_SCHEDULE_FILENAME = str(MOAI_DATA_DIR / "celerybeat-schedule")
-# Recovery (inference.recovery): a running job without a heartbeat for this long is
+# Recovery (jobs.recovery): a running job without a heartbeat for this long is
 # taken back; heartbeats come every few seconds from the worker's parent process.
 MOAI_JOB_LEASE_SECONDS = env_int("MOAI_JOB_LEASE_SECONDS", 60, minimum=5)
 MOAI_JOB_HEARTBEAT_SECONDS = env_int("MOAI_JOB_HEARTBEAT_SECONDS", 5, minimum=1)

@@ -7,7 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from dashboards import views as ops_views
-from inference import views as inference_views
+from jobs import views as inference_views
 from sessions import views as session_views
 
 api_v1 = [

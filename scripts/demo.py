@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from compat.hybrid_demo import HybridBuild, build, remote_model
-from inference.demo_models import DEMO_MODELS
+from registry.demo_models import DEMO_MODELS
 from scripts.stack import ROOT, Stack
 
 DATA_DIR = ROOT / "var" / "demo"

@@ -16,15 +16,14 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from base import audit, blobs, rules
+from base import audit, blobs, notify, rules
 from base.audit import Actor
 from base.uploads import Spooled
-from inference import notify
-from inference import services as job_services
-from inference.models import ModelVersion
+from jobs import services as job_services
 from keys.evaluation_keys import KeyCheckError, check_declared_size, check_uploaded_keys, fingerprints_of
 from keys.models import ApiClient
 from keys.services import keys_were_revoked
+from registry.models import ModelVersion
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)

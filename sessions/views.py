@@ -14,13 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from base import uploads
+from base import notify, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
-from inference import notify
-from inference.services import newest_active
 from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
+from registry.services import newest_active
 from sessions import services
 from sessions.lookup import client_actor, own_session_or_404
 from sessions.models import KeySession
@@ -67,7 +66,7 @@ class SessionCreateView(APIView):
             with uploads.received_body(request._request, model.evaluation_keys_bytes, blob) as upload:
                 session = services.open_session(client, model, upload, actor, session_id)
         # The answer waits (bounded) until a worker holds the keys warm, so that the first job
-        # does not pay for their decompression (inference.warmup); the upload already held this thread.
+        # does not pay for their decompression (jobs.warmup); the upload already held this thread.
         # Keys that are the same for every keygen (a linear model's) carry nothing to decompress.
         ready = model.evaluation_keys_constant or notify.wait_until_warmed(
             str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS

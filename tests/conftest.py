@@ -20,11 +20,11 @@ from rest_framework.test import APIClient
 
 from base import exit_status
 from base.audit import Actor
-from inference.demo_models import DEMO_MODELS, Built, build
-from inference.models import ModelVersion
-from inference.registration import BundleFacts, measure_bundle
 from keys.models import ApiClient
 from keys.services import create_client
+from registry.demo_models import DEMO_MODELS, Built, build
+from registry.models import ModelVersion
+from registry.registration import BundleFacts, measure_bundle
 from tests.deploy_tools import AUTOSCALING, EXTERNAL_STORES, OPERATOR_API, PRODUCTION, ensure_helm, render
 from tests.helpers import login, make_staff, otp_code, post_bytes
 
@@ -88,7 +88,7 @@ def register(bundles: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch) -> Cal
     did for the same files, so the measured facts are reused (they are exact for
     every keygen, DESIGN.md). register_model's own measuring is tested elsewhere.
     """
-    from inference import services
+    from registry import services
 
     def _register(name: str) -> ModelVersion:
         bundle = bundles[name]
@@ -163,7 +163,7 @@ def staff_client(db: None) -> Client:
 def _clear_worker_caches() -> Iterator[None]:
     # Rows are recreated per test with the same ids only by chance; caches keyed by
     # ids must not carry keys from one test's session into another's.
-    from inference import runtime
+    from jobs import runtime
 
     yield
     runtime.models.clear()

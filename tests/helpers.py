@@ -79,7 +79,7 @@ def session_with_wrong_keys(session: Any, wrong_keys: bytes) -> Any:
     the process that runs the circuit).
 
     The row is written here, not opened through the API: an opened session's keys are warm in
-    every pool process before its answer (inference.warmup), so tampering with its stored keys
+    every pool process before its answer (jobs.warmup), so tampering with its stored keys
     afterwards would change nothing. The copy encrypts with the opened session's client keys.
     """
     import dataclasses

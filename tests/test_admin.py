@@ -86,7 +86,7 @@ def test_session_search_by_fingerprint_and_filters(staff_client, alice, logreg, 
 def test_overview_shows_counts_and_charts(staff_client, alice, logreg, open_session):
     from django.utils import timezone
 
-    from inference.models import Job
+    from jobs.models import Job
 
     context_id = open_session(alice, logreg)
     empty = staff_client.get("/admin/overview/")

@@ -14,14 +14,15 @@ from django.test import Client
 from django.utils import timezone
 
 from base.models import AuditRecord
-from inference.models import Job, ModelVersion
+from jobs.models import Job
 from keys.models import ApiClient
+from registry.models import ModelVersion
 from sessions.models import KeySession
 from tests.helpers import login, make_staff, otp_code
 
 CHANGELISTS = {
     "retire": "/admin/inference/modelversion/",
-    "cancel": "/admin/inference/job/",
+    "cancel": "/admin/jobs/job/",
     "rotate_keys": "/admin/keys/apiclient/",
     "issue_api_key": "/admin/keys/apiclient/",
     "issue_compat_token": "/admin/keys/apiclient/",  # its test is in test_compat_admin.py
@@ -192,7 +193,7 @@ def test_every_state_changing_action_has_a_changelist_test():
     actions = {
         name
         for model, model_admin in admin.site._registry.items()
-        if model._meta.app_label in {"inference", "keys", "key_sessions", "ops"}  # not the vendors' apps
+        if model._meta.app_label in {"inference", "jobs", "keys", "key_sessions", "ops"}  # not the vendors' apps
         for name in (model_admin.actions or [])
         if isinstance(name, str) and name != "export_jsonl"  # read-only, tested in test_admin.py
     }

@@ -11,7 +11,7 @@ import os
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from inference.models import Job
+from jobs.models import Job
 from tests.helpers import error_code, post_bytes
 
 LOGREG = "breast-cancer-logreg"
@@ -149,7 +149,7 @@ def test_cancel_only_while_queued(alice, context_id, bundles, django_capture_on_
 def test_failed_job_has_no_result(alice, context_id, bundles, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
-    from inference import services
+    from jobs import services
 
     services.fail_job(job_id, "invalid_ciphertext", "test")
     job = alice.http.get(f"/api/v1/jobs/{job_id}").json()
@@ -178,7 +178,7 @@ def test_wait_parameter_is_bounded_and_returns_a_finished_job_at_once(alice, con
     import time
 
     job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
-    from inference import services
+    from jobs import services
 
     services.fail_job(job_id, "invalid_ciphertext", "test")
     started = time.monotonic()
@@ -211,7 +211,7 @@ def test_a_result_download_can_wait_for_the_end(alice, context_id, bundles, djan
     for bad in ("31", "-1", "soon", "nan"):
         response = alice.http.get(f"/api/v1/jobs/{job_id}/result?wait={bad}")
         assert (response.status_code, error_code(response)) == (400, "invalid_request"), bad
-    from inference import services
+    from jobs import services
 
     services.fail_job(job_id, "invalid_ciphertext", "test")
     started = time.monotonic()
@@ -227,7 +227,7 @@ def test_a_client_holds_at_most_its_wait_slots_and_lost_ones_lapse(
     another client keeps its own slots; a slot left by a process that died lapses by itself."""
     import time
 
-    from inference import waits
+    from jobs import waits
 
     settings.MOAI_MAX_WAITS_PER_CLIENT = 2
     with django_capture_on_commit_callbacks(execute=False):
@@ -294,7 +294,7 @@ def test_submission_with_wait_refuses_batches_bad_waits_and_reports_a_failed_job
     ciphertext = bundles[LOGREG].encrypt(0)  # encryption is randomized: a repeat sends the same bytes
     with django_capture_on_commit_callbacks(execute=False):
         job_id = post_bytes(alice.http, path, ciphertext, HTTP_IDEMPOTENCY_KEY="k").json()["job_id"]
-    from inference import services
+    from jobs import services
 
     services.fail_job(job_id, "invalid_ciphertext", "test")
     failed = post_bytes(alice.http, f"{path}?wait=5", ciphertext, HTTP_IDEMPOTENCY_KEY="k")

@@ -7,7 +7,7 @@ import zipfile
 
 from rest_framework.test import APIClient
 
-from inference.models import ModelVersion
+from registry.models import ModelVersion
 from tests.helpers import error_code, post_bytes
 
 

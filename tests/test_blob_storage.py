@@ -24,7 +24,7 @@ from django.core.management import call_command
 
 from base import blobs
 from base.models import AuditRecord
-from inference.models import Job
+from jobs.models import Job
 from scripts.s3local import BUCKET, LocalS3
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes

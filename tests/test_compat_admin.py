@@ -10,7 +10,7 @@ from base.audit import Actor
 from base.models import AuditRecord
 from compat.models import CompatToken
 from compat.services import issue_token, register_hybrid_model
-from inference.models import ModelVersion
+from registry.models import ModelVersion
 
 TESTS = Actor.system("tests")
 

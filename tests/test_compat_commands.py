@@ -8,7 +8,7 @@ from django.test import Client
 
 from base.models import AuditRecord
 from compat.models import HybridModule
-from inference.models import ModelVersion
+from registry.models import ModelVersion
 from tests.helpers import run_command
 
 

@@ -21,7 +21,7 @@ from base.audit import Actor
 from base.models import AuditRecord
 from compat import hybrid_demo
 from compat.services import issue_token, register_hybrid_model, revoke_tokens
-from inference.models import Job
+from jobs.models import Job
 from keys.models import ApiClient
 from sessions.models import KeySession
 

@@ -150,7 +150,7 @@ def test_a_disabled_client_gets_403(base, alice):
 
 
 def test_a_compute_over_the_clients_wait_cap_is_429_and_its_job_cancelled(base, logreg, bundles, settings):
-    from inference.models import Job
+    from jobs.models import Job
 
     http = Client()
     url = f"{base}/deployment/breast-cancer-logreg"

@@ -1,5 +1,5 @@
 """Cores follow the load: a job alone on the worker's host runs its circuit on every core,
-jobs that run at the same time share them (inference.cores), on a real Celery worker
+jobs that run at the same time share them (jobs.cores), on a real Celery worker
 with two pool processes. The worker logs the OpenMP team size the runtime reports for
 the job's thread after setting it, so this reads what the circuit really gets."""
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from inference.models import Job
+from jobs.models import Job
 from moai_client import MoaiClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -81,7 +81,7 @@ def test_a_lone_job_gets_every_core_and_a_concurrent_one_its_share(stack, owner,
 
 def test_a_sessions_first_job_finds_its_keys_warm_and_its_circuit_loaded(stack, owner, tree, bundles):
     """Every pool process loads the active circuits at start and warms a new session's keys
-    when it opens (inference.warmup): the first job loads nothing (its log line says whether
+    when it opens (jobs.warmup): the first job loads nothing (its log line says whether
     it had to deserialize the keys), and its answer is still right."""
     bundle = bundles["iris-tree"]
     session = owner.open_session("iris-tree")

@@ -79,7 +79,7 @@ def exported_metrics() -> dict[str, set[str]]:
 
     from base.metrics import observe_job_end
     from dashboards.collectors import render
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
     # A registered model, so that moai_queue_depth has a sample with its labels.
     ModelVersion.objects.create(

@@ -18,7 +18,7 @@ import requests
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from inference.models import Job
+from jobs.models import Job
 from moai_client import MoaiClient, MoaiJobFailed
 from sessions.models import KeySession
 from tests.helpers import poll, session_with_wrong_keys

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs one circuit the way a worker does (inference.runtime) after the project's
+# Runs one circuit the way a worker does (jobs.runtime) after the project's
 # settings are loaded, as every process of the project starts.
 RUN_CIRCUIT = textwrap.dedent(
     """
@@ -32,7 +32,7 @@ RUN_CIRCUIT = textwrap.dedent(
 
     from concrete import fhe
 
-    from inference.runtime import LoadedModel
+    from jobs.runtime import LoadedModel
 
     def run_circuit() -> bytes:
         work = Path(os.environ["MOAI_EXIT_TEST_DIR"])

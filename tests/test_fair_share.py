@@ -11,7 +11,7 @@ import requests
 from django.core.management import call_command
 
 from base.models import AuditRecord
-from inference.models import Job
+from jobs.models import Job
 from moai_client import MoaiJobFailed
 from sessions.models import KeySession
 from tests.helpers import poll, session_with_wrong_keys

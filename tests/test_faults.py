@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from inference.models import Job
-from inference.recovery import recover_jobs
+from jobs.models import Job
+from jobs.recovery import recover_jobs
 from moai_site.celery import app as celery_app
 from tests.helpers import wait_for
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from inference.models import Job
+from jobs.models import Job
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes
 

@@ -27,8 +27,8 @@ from django.test import Client
 
 from base.models import AuditRecord
 from base.streams import framing_problem
-from inference import runtime
-from inference.models import Job
+from jobs import runtime
+from jobs.models import Job
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes
 
@@ -416,7 +416,7 @@ def subprocess_pid() -> int:
 
 
 def test_registration_leaves_no_folder_behind(bundles, monkeypatch, tmp_path):
-    from inference.registration import measure_bundle
+    from registry.registration import measure_bundle
 
     own_tmp = tmp_path / "tmp"
     own_tmp.mkdir()

@@ -10,8 +10,8 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from base.models import AuditRecord
-from inference import services
-from inference.models import Job
+from jobs import services
+from jobs.models import Job
 from keys.throttling import ClientRateThrottle
 from sessions.models import KeySession
 from tests.helpers import error_code, post_bytes, run_command

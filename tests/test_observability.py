@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 
-from inference.models import Job
+from jobs.models import Job
 from moai_client import MoaiJobFailed
 from sessions.models import KeySession
 from tests.helpers import poll

@@ -16,9 +16,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
 
 from base.models import AuditRecord
-from inference import preprocessing as service_side
-from inference.models import ModelVersion
 from moai_client import preprocessing as client_side
+from registry import preprocessing as service_side
+from registry.models import ModelVersion
 from tests.helpers import error_code, run_command
 
 TREE = "iris-tree"
@@ -29,7 +29,7 @@ IRIS_FEATURES = "sepal length (cm),sepal width (cm),petal length (cm),petal widt
 def measured(bundles, monkeypatch):
     """register_model's keygen and circuit run replaced by their known result (as conftest's ``register``):
     these tests are about the preprocessing, which is checked around the measurement."""
-    from inference import services
+    from registry import services
 
     monkeypatch.setattr(services, "measure_bundle", lambda folder: bundles[TREE].facts)
     return bundles[TREE]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sklearn import datasets
 
-from inference.models import Job
+from jobs.models import Job
 from moai_client import MoaiError
 from sessions.models import KeySession
 

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from base.models import AuditRecord
-from inference import services
-from inference.models import Job
-from inference.recovery import broker_job_ids, recover_jobs
+from jobs import services
+from jobs.models import Job
+from jobs.recovery import broker_job_ids, recover_jobs
 from tests.helpers import post_bytes
 
 LOGREG = "breast-cancer-logreg"

@@ -13,10 +13,10 @@ from django.core.management.base import CommandError
 from base.audit import Actor
 from base.models import AuditRecord
 from base.rules import RuleError
-from inference.models import ModelVersion
-from inference.services import register_model, retire_model
 from keys.models import ApiClient
 from keys.services import create_client, rotate_api_key, rotate_client_keys, set_client_active
+from registry.models import ModelVersion
+from registry.services import register_model, retire_model
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions, lift_suspension
 

@@ -13,8 +13,8 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from base.audit import Actor
-from inference import services, tasks, worker
-from inference.models import Job
+from jobs import services, tasks, worker
+from jobs.models import Job
 from sessions import services as session_services
 from sessions.models import KeySession
 from tests.helpers import post_bytes
@@ -152,7 +152,7 @@ def test_heartbeats_reach_the_job_a_message_claimed(two_sessions_jobs, monkeypat
 def test_batch_threads_share_the_processes_openmp_threads(monkeypatch):
     from concrete import fhe  # noqa: F401  (loads Concrete's OpenMP runtime, as a job does)
 
-    from inference import cores, runtime
+    from jobs import cores, runtime
 
     library = cores._openmp_library()
     assert library is not None
@@ -170,7 +170,7 @@ def test_batch_threads_share_the_processes_openmp_threads(monkeypatch):
 
 
 def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatch):
-    from inference import runtime
+    from jobs import runtime
 
     started: list[int] = []
     finished: list[int] = []

@@ -9,7 +9,7 @@ from django.core.validators import validate_slug
 
 from base.audit import Actor
 from compat.services import register_hybrid_model
-from inference.registration import BundleError
+from registry.registration import BundleError
 
 
 class Command(BaseCommand):

@@ -8,8 +8,8 @@ from django.db.models import QuerySet
 
 from base.audit import Actor
 from base.rules import refused_as_command_error
-from inference.models import ModelVersion
 from keys.models import ApiClient
+from registry.models import ModelVersion
 from sessions.models import KeySession
 from sessions.services import end_selected_sessions
 

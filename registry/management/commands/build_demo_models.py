@@ -7,8 +7,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from base.audit import Actor
-from inference.demo_models import DEMO_MODELS, build
-from inference.services import register_model
+from registry.demo_models import DEMO_MODELS, build
+from registry.services import register_model
 
 
 class Command(BaseCommand):

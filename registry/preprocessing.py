@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.registration import BundleError
+from registry.registration import BundleError
 
 TRUSTED_TYPES = frozenset(
     {

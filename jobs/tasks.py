@@ -18,9 +18,9 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from base import blobs, metrics
 from base.audit import Actor
-from inference import cores, runtime, services
-from inference import worker as _worker  # noqa: F401  (connects the pool-process signals)
-from inference.models import Job
+from jobs import cores, runtime, services
+from jobs import worker as _worker  # noqa: F401  (connects the pool-process signals)
+from jobs.models import Job
 from sessions.models import KeySession
 from sessions.services import count_circuit_abort
 
@@ -187,7 +187,7 @@ def _lost_process_code(message: str) -> str:
 
 @shared_task(name="inference.tasks.recover_jobs")
 def recover_jobs() -> dict[str, int]:
-    from inference.recovery import recover_jobs as sweep
+    from jobs.recovery import recover_jobs as sweep
 
     done = sweep()
     return {"requeued": done.requeued, "failed": done.failed, "resent": done.resent}

@@ -32,10 +32,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from base import blobs
+from base import blobs, notify
 from base.redis_client import shared_redis
-from inference import cores, notify, runtime
-from inference.models import ModelVersion
+from jobs import cores, runtime
+from registry.models import ModelVersion
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.models import Job, ModelVersion
+from jobs.models import Job
+from registry.models import ModelVersion
 
 
 def model_json(model: ModelVersion) -> dict[str, Any]:

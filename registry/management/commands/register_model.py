@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from base import rules
 from base.audit import Actor
 from base.rules import refused_as_command_error
-from inference.registration import BundleError
-from inference.services import register_model
+from registry.registration import BundleError
+from registry.services import register_model
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # register_model does not check the name itself yet (inference/services.py is being
+        # register_model does not check the name itself yet (jobs/services.py is being
         # reworked elsewhere); the rule is the services' one so the refusal reads the same.
         with refused_as_command_error():
             name = rules.slug_name(options["name"], "model")

@@ -16,18 +16,20 @@ from rest_framework.views import APIView
 from base import uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
-from inference import services, waits
-from inference.ciphertexts import body_limit, check_inputs
-from inference.models import Job, ModelVersion
-from inference.representations import job_json, model_json
-from inference.serializers import BatchIn, JobOut, ModelOut
-from inference.services import IdempotencyConflict, JobInputs, SessionEndedError
+from jobs import services, waits
+from jobs.ciphertexts import body_limit, check_inputs
+from jobs.models import Job
+from jobs.representations import job_json, model_json
+from jobs.serializers import BatchIn, JobOut, ModelOut
+from jobs.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
+from registry.models import ModelVersion
+from registry.services import newest_active
 from sessions.lookup import active_session_or_error, client_actor
 
 
 def _model_or_404(name: str) -> ModelVersion:
-    model = services.newest_active(name)
+    model = newest_active(name)
     if model is None:
         raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
     return model

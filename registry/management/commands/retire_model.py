@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from base import rules
 from base.audit import Actor
 from base.rules import refused_as_command_error
-from inference.models import ModelVersion
-from inference.services import retire_model
+from registry.models import ModelVersion
+from registry.services import retire_model
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--reason", required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # retire_model does not check the reason itself yet (inference/services.py is being
+        # retire_model does not check the reason itself yet (jobs/services.py is being
         # reworked elsewhere); the rule is the services' one so the refusal reads the same.
         with refused_as_command_error():
             reason = rules.reason(options["reason"])

@@ -1,6 +1,6 @@
 """Notices over Redis: a job has ended (to waiting web requests, so clients need no
 polling loop); a session opened or a model version was registered (to every pool
-process, which gets ready for their jobs ahead of time: inference.warmup).
+process, which gets ready for their jobs ahead of time: jobs.warmup).
 
 With Redis, the process that ends a job publishes its id and a request waiting in
 ``GET /jobs/{id}?wait=N`` wakes at once. With the embedded defaults (no Redis) the
@@ -19,7 +19,7 @@ from django.conf import settings
 from base.redis_client import shared_redis
 
 CHANNEL = "moai:job-ended:{}"
-WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (inference.warmup)
+WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (jobs.warmup)
 WARMED_KEY = "moai:session-warmed:{}"  # set, and published on, when a process has warmed a session's keys
 POLL_SECONDS = 0.025
 

@@ -1,9 +1,9 @@
 """Life of a Celery pool process: its warm-up loop, its key-cache janitor and its status file.
 
 From its start, each pool process loads the active models' circuits and warms new
-sessions' keys in a thread of its own (``inference.warmup``).
+sessions' keys in a thread of its own (``jobs.warmup``).
 
-Each pool process holds warm evaluation keys in memory (inference.runtime). When a
+Each pool process holds warm evaluation keys in memory (jobs.runtime). When a
 session ends anywhere (API, command, beat, admin), the keys must leave every
 process's memory too, not only storage: a janitor thread in each process drops
 cached keys of sessions that are no longer active, every
@@ -36,8 +36,9 @@ from prometheus_client.registry import Collector
 
 from base import metrics
 from base.env import env_str
-from inference import cores, metric_series, runtime, warmup
-from inference.models import Job
+from jobs import cores, runtime, warmup
+from jobs.models import Job
+from registry import metric_series
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def _heartbeats() -> None:
     """From the worker's parent: mark the jobs its pool processes are running as alive.
 
     The parent is never busy with a circuit, so a long job still gets heartbeats;
-    when the whole worker dies they stop, and inference.recovery takes the job back.
+    when the whole worker dies they stop, and jobs.recovery takes the job back.
     """
     while not _stop.wait(settings.MOAI_JOB_HEARTBEAT_SECONDS):
         try:
@@ -144,7 +145,7 @@ def _heartbeats() -> None:
 def _heartbeat_round() -> None:
     from celery.worker import state
 
-    from inference.tasks import run_job
+    from jobs.tasks import run_job
 
     # A message runs the job that its claim marked with the message's id.
     tokens = [request.id for request in list(state.active_requests) if request.name == run_job.name]

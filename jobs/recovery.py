@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from base import audit
 from base.audit import Actor
-from inference import services
-from inference.models import Job
+from jobs import services
+from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

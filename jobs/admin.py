@@ -1,4 +1,4 @@
-"""Models and jobs in the admin."""
+"""Jobs in the admin."""
 
 from __future__ import annotations
 
@@ -11,37 +11,13 @@ from django.template.response import TemplateResponse
 
 from base.admin_actions import ReadOnlyAdmin, confirm_with_reason
 from base.audit import Actor
-from inference.models import Job, ModelVersion
-from inference.services import cancel_job, retire_model
-
-
-def _retire(queryset: QuerySet[ModelVersion], actor: Actor, reason: str) -> str:
-    changed = sum(retire_model(model, actor, reason) for model in queryset)
-    return f"Retired {changed} model version(s); {queryset.count() - changed} already were."
+from jobs.models import Job
+from jobs.services import cancel_job
 
 
 def _cancel(queryset: QuerySet[Job], actor: Actor, reason: str) -> str:
     cancelled = sum(cancel_job(job, actor, reason) for job in queryset.select_related("model_version", "client"))
     return f"Cancelled {cancelled} job(s); {queryset.count() - cancelled} were no longer queued."
-
-
-@admin.register(ModelVersion)
-class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "version", "status", "evaluation_keys_bytes", "input_ciphertext_bytes", "created_at"]
-    list_filter = ["status", "name"]
-    search_fields = ["name", "description"]
-    actions = ["retire"]
-
-    def has_retire_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("inference.retire_modelversion")
-
-    @admin.action(description="Retire selected model versions", permissions=["retire"])
-    def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> TemplateResponse | None:
-        return confirm_with_reason(
-            self, request, queryset, title="Retire model versions",
-            consequence="New sessions get the newest remaining active version; open sessions keep running.",
-            perform=_retire,
-        )  # fmt: skip
 
 
 @admin.register(Job)
@@ -59,7 +35,7 @@ class JobAdmin(ReadOnlyAdmin):
         return obj.latency_ms if obj.latency_ms is not None else "-"
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("inference.cancel_job")
+        return request.user.has_perm("jobs.cancel_job")
 
     @admin.action(description="Cancel selected queued jobs", permissions=["cancel"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:

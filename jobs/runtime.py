@@ -8,7 +8,7 @@ extensions do); ``concrete.ml`` would add scikit-learn, ONNX and more on top
 Both caches live for the life of the pool process. Loading ``server.zip`` compiles
 the circuit (about a second), and the first run with a freshly deserialized key
 object decompresses the keys (seconds); keeping both makes a session's next job
-pay only for its circuit (DESIGN.md), and ``inference.warmup`` fills both before
+pay only for its circuit (DESIGN.md), and ``jobs.warmup`` fills both before
 the first job asks.
 """
 
@@ -29,11 +29,11 @@ from django.conf import settings
 
 from base import blobs, exit_status, metrics
 from base.tempdirs import tempfiles_in
-from inference import cores
-from inference.cores import process_alive
+from jobs import cores
+from jobs.cores import process_alive
 
 if TYPE_CHECKING:
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 

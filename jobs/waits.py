@@ -22,10 +22,10 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from base import notify
 from base.errors import ApiError
 from base.redis_client import shared_redis
-from inference import notify
-from inference.models import Job
+from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 

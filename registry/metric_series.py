@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 def model_names(active_only: bool = False) -> list[str]:
-    from inference.models import ModelVersion
+    from registry.models import ModelVersion
 
     versions = ModelVersion.objects.all()
     if active_only:

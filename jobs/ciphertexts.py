@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from base import uploads
 from base.errors import ApiError
 from base.streams import file_framing_problem
-from inference.models import ModelVersion
+from registry.models import ModelVersion
 
 # A multipart part's boundary and headers (name, filename, type) next to its ciphertext;
 # clients send a few dozen bytes, this leaves room for long file names.

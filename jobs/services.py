@@ -1,4 +1,4 @@
-"""State changes of models and jobs. Each function writes its own audit record.
+"""State changes of jobs. Each function writes its own audit record.
 
 The worker's side of a job (claim, finish, fail) lives here too, so the Celery
 task stays a thin caller and every transition is in one place.
@@ -9,108 +9,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Min
 from django.utils import timezone
 
-from base import audit, blobs, metrics, rules
+from base import audit, blobs, metrics, notify
 from base.audit import Actor
-from inference import notify
-from inference.models import Job, ModelVersion
-from inference.preprocessing import check_feature_names, input_width
-from inference.preprocessing import load as load_preprocessing
-from inference.registration import measure_bundle
+from jobs.models import Job
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
-
-
-def register_model(
-    name: str,
-    folder: Path,
-    description: str,
-    actor: Actor,
-    preprocessing: Path | None = None,
-    feature_names: Sequence[str] | None = None,
-) -> ModelVersion:
-    """Register the FHEModelDev export in ``folder`` as the next version of ``name``.
-
-    ``preprocessing`` is a skops file of the fitted transformer the data owner applies to
-    raw rows before encrypting; ``feature_names`` name those rows' columns, in order.
-    """
-    name = rules.slug_name(name, "model")
-    # The file is checked before the model is measured: refusing it costs no keygen.
-    prep = load_preprocessing(preprocessing) if preprocessing is not None else None
-    facts = measure_bundle(folder)
-    names = check_feature_names(feature_names, prep, input_width(prep, facts.input_features))
-    stored: list[str] = []
-    try:
-        with transaction.atomic():
-            latest = ModelVersion.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))["v"]
-            version = (latest or 0) + 1
-            # A unique suffix: blobs left by a registration that crashed never block the next one.
-            prefix = f"models/{name}/v{version}-{uuid.uuid4().hex[:8]}"
-            for part in ("client.zip", "server.zip"):
-                with (folder / part).open("rb") as handle:
-                    stored.append(blobs.save(f"{prefix}/{part}", File(handle)))
-            if prep:
-                # The bytes that were checked, not the file again: the digest is of what is served.
-                stored.append(blobs.save_bytes(f"{prefix}/preprocessing.skops", prep.data))
-            warmup_input = blobs.save_bytes(f"{prefix}/warmup.bin", facts.warmup_input) if facts.warmup_input else ""
-            if warmup_input:
-                stored.append(warmup_input)
-            model = ModelVersion.objects.create(
-                name=name,
-                version=version,
-                description=description,
-                client_zip=stored[0],
-                server_zip=stored[1],
-                server_sha256=facts.server_sha256,
-                evaluation_keys_bytes=facts.evaluation_keys_bytes,
-                input_ciphertext_bytes=facts.input_ciphertext_bytes,
-                output_ciphertext_bytes=facts.output_ciphertext_bytes,
-                input_features=facts.input_features,
-                evaluation_keys_constant=facts.evaluation_keys_constant,
-                preprocessing=stored[2] if prep else "",
-                preprocessing_sha256=prep.sha256 if prep else "",
-                feature_names=names,
-                warmup_input=warmup_input,
-            )
-            audit.record(
-                actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256,
-                preprocessing_sha256=model.preprocessing_sha256 or None,
-            )  # fmt: skip
-    except BaseException:
-        for name_ in stored:
-            blobs.delete(name_)
-        raise
-    transaction.on_commit(partial(notify.announce_model, model.pk))
-    return model
-
-
-def retire_model(model: ModelVersion, actor: Actor, reason: str) -> bool:
-    """Stop offering a model version to new sessions; open sessions keep running. False if already retired."""
-    reason = rules.reason(reason)
-    with transaction.atomic():
-        updated = ModelVersion.objects.filter(pk=model.pk, status=ModelVersion.Status.ACTIVE).update(
-            status=ModelVersion.Status.RETIRED
-        )
-        if updated:
-            audit.record(actor, "model.retired", "model", f"{model.name}:v{model.version}", reason)
-    model.refresh_from_db()
-    return bool(updated)
-
-
-def newest_active(name: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(name=name, status=ModelVersion.Status.ACTIVE).order_by("-version").first()
 
 
 @dataclass(frozen=True)
@@ -197,8 +112,8 @@ def _store_input(job: Job, index: int, path: Path) -> str:
 
 def enqueue(job_id: uuid.UUID) -> None:
     """Send the job's id to the broker. A failure here loses nothing: the job row is
-    committed as queued, and the recovery sweep sends it again (inference.recovery)."""
-    from inference.tasks import run_job
+    committed as queued, and the recovery sweep sends it again (jobs.recovery)."""
+    from jobs.tasks import run_job
 
     try:
         run_job.delay(str(job_id))

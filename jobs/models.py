@@ -1,4 +1,4 @@
-"""Registered model versions and inference jobs."""
+"""Inference jobs: one batch of ciphertexts run in one session."""
 
 from __future__ import annotations
 
@@ -6,47 +6,7 @@ import uuid
 
 from django.db import models
 
-
-class ModelVersion(models.Model):
-    """One registered ``FHEModelDev`` export. The newest active version of a name serves new sessions."""
-
-    class Status(models.TextChoices):
-        ACTIVE = "active"
-        RETIRED = "retired"
-
-    name = models.SlugField(max_length=100)
-    version = models.PositiveIntegerField()
-    description = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    client_zip = models.CharField(max_length=300)
-    server_zip = models.CharField(max_length=300)
-    server_sha256 = models.CharField(max_length=64)
-    # Exact sizes measured at registration with a throwaway keygen: every keygen and
-    # every input of a model serializes to the same size (DESIGN.md).
-    evaluation_keys_bytes = models.PositiveBigIntegerField()
-    input_ciphertext_bytes = models.PositiveBigIntegerField()
-    output_ciphertext_bytes = models.PositiveBigIntegerField()
-    input_features = models.PositiveIntegerField()
-    # True when every keygen yields the same evaluation keys (no key material, e.g. a
-    # linear model): a key rotation then cannot require "fresh" keys for this model.
-    evaluation_keys_constant = models.BooleanField(default=False)
-    # What the data owner applies to raw rows before encrypting (a skops file, blob name;
-    # "" for none), and the raw features' names in order ([] when not given).
-    preprocessing = models.CharField(max_length=300, blank=True)
-    preprocessing_sha256 = models.CharField(max_length=64, blank=True)
-    feature_names = models.JSONField(default=list, blank=True)
-    # A ciphertext of zeros under a key deleted at registration (blob name; "" for versions
-    # registered before warm-ups): run once with each new session's keys to decompress them.
-    warmup_input = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name", "-version"]
-        permissions = [("retire_modelversion", "Can retire model versions")]
-        constraints = [models.UniqueConstraint(fields=["name", "version"], name="unique_model_version")]
-
-    def __str__(self) -> str:
-        return f"{self.name} v{self.version}"
+from registry.models import ModelVersion
 
 
 class Job(models.Model):
@@ -88,6 +48,9 @@ class Job(models.Model):
     blobs_erased = models.BooleanField(default=False)
 
     class Meta:
+        # The table keeps the name it had when jobs lived in the app labelled "inference"
+        # (migration jobs.0001 moved the model without touching the table).
+        db_table = "inference_job"
         ordering = ["-submitted_at"]
         permissions = [("cancel_job", "Can cancel queued jobs")]
         constraints = [

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from base.audit import Actor
-from inference.recovery import recover_jobs
+from jobs.recovery import recover_jobs
 
 
 class Command(BaseCommand):
