@@ -371,11 +371,11 @@ def _seconds(call: Any) -> float:
 
 
 def _sweep(count: int) -> dict[str, Any]:
+    from actions.services import expire_due_sessions
     from base import blobs
     from keys.models import ApiClient
     from registry.models import ModelVersion
     from sessions.models import KeySession
-    from sessions.services import expire_due_sessions
 
     model = ModelVersion.objects.get(name="breast-cancer-logreg")
     client = ApiClient.objects.get(name="bench")

@@ -13,6 +13,7 @@ from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_
 from base.audit import Actor
 from compat.models import CompatToken, HybridModule
 from compat.services import issue_token, retire_hybrid_model, revoke_tokens
+from keys.admin import ApiClientAdmin
 from keys.models import ApiClient
 from registry.services import newest_active
 
@@ -81,3 +82,17 @@ def issue_token_action(
         modeladmin, request, queryset, noun="compatibility token", issue=issue_token,
         template="admin/compat/new_compat_token.html", secret_name="token",
     )  # fmt: skip
+
+
+class ApiClientWithCompatAdmin(ApiClientAdmin):
+    """The API clients' admin of keys, with compat's action: keys cannot import compat."""
+
+    actions = [*ApiClientAdmin.actions[:2], "issue_compat_token", *ApiClientAdmin.actions[2:]]
+
+    @admin.action(description="Issue a new compatibility token (the current one stops working)", permissions=["manage"])
+    def issue_compat_token(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:
+        return issue_token_action(self, request, queryset)
+
+
+admin.site.unregister(ApiClient)
+admin.site.register(ApiClient, ApiClientWithCompatAdmin)

@@ -16,13 +16,13 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
+from actions.services import count_circuit_abort
 from base import blobs, metrics
 from base.audit import Actor
 from jobs import cores, runtime, services
 from jobs import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from jobs.models import Job
 from sessions.models import KeySession
-from sessions.services import count_circuit_abort
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

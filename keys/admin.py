@@ -10,10 +10,11 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from rest_framework_api_key.models import APIKey
 
+from actions.services import rotate_client_keys, set_client_active
 from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
 from base.audit import Actor
 from keys.models import ApiClient, ClientApiKey
-from keys.services import rotate_api_key, rotate_client_keys, set_client_active
+from keys.services import rotate_api_key
 
 
 def _rotate(queryset: QuerySet[ApiClient], actor: Actor, reason: str) -> str:
@@ -35,7 +36,8 @@ class ApiClientAdmin(ReadOnlyAdmin):
     list_display = ["name", "is_active", "active_sessions", "created_at", "keys_rotated_at"]
     list_filter = ["is_active"]
     search_fields = ["name"]
-    actions = ["rotate_keys", "issue_api_key", "issue_compat_token", "disable_clients", "enable_clients"]
+    # compat/admin.py adds "issue_compat_token" after "issue_api_key" (compat sits above keys).
+    actions = ["rotate_keys", "issue_api_key", "disable_clients", "enable_clients"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiClient]:
         return super().get_queryset(request).annotate(n_active=Count("sessions", filter=Q(sessions__status="active")))
@@ -62,12 +64,6 @@ class ApiClientAdmin(ReadOnlyAdmin):
             self, request, queryset, noun="API key", issue=rotate_api_key,
             template="admin/moai/new_api_key.html", secret_name="api_key",
         )  # fmt: skip
-
-    @admin.action(description="Issue a new compatibility token (the current one stops working)", permissions=["manage"])
-    def issue_compat_token(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:
-        from compat.admin import issue_token_action
-
-        return issue_token_action(self, request, queryset)
 
     @admin.action(description="Disable selected clients", permissions=["manage"])
     def disable_clients(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> TemplateResponse | None:

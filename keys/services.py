@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.db import transaction
-from django.utils import timezone
 
 from base import audit, rules
 from base.audit import Actor
-from keys.evaluation_keys import NEAR_DUPLICATE_SHARE, shared_share
 from keys.models import ApiClient, ClientApiKey
-
-if TYPE_CHECKING:
-    from registry.models import ModelVersion
 
 
 class ClientError(rules.RuleError):
@@ -55,60 +48,3 @@ def get_client(name: str) -> ApiClient:
         return ApiClient.objects.get(name=name)
     except ApiClient.DoesNotExist:
         raise ClientError(f"no client named {name!r}") from None
-
-
-def rotate_client_keys(client: ApiClient, actor: Actor, reason: str) -> int:
-    """End all of a client's sessions and refuse the evaluation keys they used: the next session needs new keys.
-
-    Returns how many sessions were ended. Rotating again is harmless.
-    """
-    from sessions.models import KeySession
-    from sessions.services import end_sessions
-
-    reason = rules.reason(reason)
-    with transaction.atomic():
-        ApiClient.objects.filter(pk=client.pk).update(keys_rotated_at=timezone.now())
-        ended = end_sessions(client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"keys rotated: {reason}")
-        audit.record(actor, "client.keys_rotated", "client", client.name, reason, sessions_ended=ended)
-    client.refresh_from_db()
-    return ended
-
-
-def set_client_active(client: ApiClient, active: bool, actor: Actor, reason: str) -> bool:
-    """Enable or disable a client; disabling also ends its sessions. False when nothing changed."""
-    from sessions.models import KeySession
-    from sessions.services import end_sessions
-
-    reason = rules.reason(reason)
-    with transaction.atomic():
-        changed = ApiClient.objects.filter(pk=client.pk, is_active=not active).update(is_active=active)
-        ended = 0
-        if not active:
-            ended = end_sessions(
-                client.sessions.all(), KeySession.Status.INVALIDATED, actor, f"client disabled: {reason}"
-            )
-        # Recorded even when the client already was in that state: the operator's action happened.
-        audit.record(
-            actor, "client.enabled" if active else "client.disabled", "client", client.name, reason,
-            changed=bool(changed), sessions_ended=ended,
-        )  # fmt: skip
-    client.refresh_from_db()
-    return bool(changed)
-
-
-def keys_were_revoked(client: ApiClient, model_version: ModelVersion, fingerprint: str, chunks: bytes) -> bool:
-    """True for evaluation keys a session of this client used before its keys were rotated, or a near copy.
-
-    A near copy (NEAR_DUPLICATE_SHARE of its chunks in place) is refused too: with a bit
-    flipped the bytes hash differently, but the keys still belong to the old secret key.
-    """
-    if client.keys_rotated_at is None:
-        return False
-    revoked = client.sessions.filter(created_at__lt=client.keys_rotated_at)
-    if revoked.filter(key_fingerprint=fingerprint).exists():
-        return True
-    same_model = revoked.filter(model_version=model_version).exclude(key_chunks=b"")
-    return any(
-        shared_share(chunks, bytes(old)) >= NEAR_DUPLICATE_SHARE
-        for old in same_model.values_list("key_chunks", flat=True).iterator()
-    )

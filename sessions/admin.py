@@ -11,10 +11,11 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from actions.services import end_selected_sessions
 from base.admin_actions import ReadOnlyAdmin, confirm_with_reason
 from base.audit import Actor
 from sessions.models import KeySession
-from sessions.services import end_selected_sessions, lift_suspension
+from sessions.services import lift_suspension
 
 
 class ExpiryFilter(admin.SimpleListFilter):

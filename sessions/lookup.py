@@ -6,10 +6,10 @@ import uuid
 
 from rest_framework.request import Request
 
+from actions import services as actions
 from base.audit import Actor
 from base.errors import ApiError
 from keys.models import ApiClient
-from sessions import services
 from sessions.models import KeySession
 
 
@@ -29,7 +29,7 @@ def own_session_or_404(request: Request, context_id: str) -> KeySession:
     session = KeySession.objects.select_related("model_version", "client").filter(pk=parsed, client=client).first()
     if session is None:
         raise ApiError(404, "context_not_found", "No such context.")
-    return services.ensure_current(session)
+    return actions.ensure_current(session)
 
 
 def active_session_or_error(request: Request, context_id: str) -> KeySession:

@@ -1,7 +1,7 @@
-"""State changes of key sessions. Each function writes its own audit record.
+"""State changes of key sessions that stay within sessions: opening one, lifting a suspension.
+Each function writes its own audit record.
 
-The API's ``DELETE /sessions/{id}``, the operator commands, Celery beat and the
-admin all end sessions through :func:`end_session`.
+Ending sessions also stops their jobs, a layer above: that is in actions.services.
 """
 
 from __future__ import annotations
@@ -13,16 +13,20 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from base import audit, blobs, notify, rules
 from base.audit import Actor
 from base.uploads import Spooled
-from jobs import services as job_services
-from keys.evaluation_keys import KeyCheckError, check_declared_size, check_uploaded_keys, fingerprints_of
+from keys.evaluation_keys import (
+    NEAR_DUPLICATE_SHARE,
+    KeyCheckError,
+    check_declared_size,
+    check_uploaded_keys,
+    fingerprints_of,
+    shared_share,
+)
 from keys.models import ApiClient
-from keys.services import keys_were_revoked
 from registry.models import ModelVersion
 from sessions.models import KeySession
 
@@ -142,99 +146,6 @@ def _check_session_cap(client: ApiClient) -> None:
         raise SessionLimitError(limit, max(1, wait))
 
 
-def end_session(session: KeySession, status: str, actor: Actor, reason: str) -> bool:
-    """End one active session now; False when it had already ended (ending it again changes nothing)."""
-    ended = _end_batch([session.pk], status, actor, reason) == 1
-    session.refresh_from_db()
-    return ended
-
-
-def end_sessions(sessions: QuerySet[KeySession], status: str, actor: Actor, reason: str) -> int:
-    """End every active session of a query now; returns how many this call ended.
-
-    Each session's evaluation keys are erased, its queued jobs cancelled and running
-    ones failed (``context_expired`` or ``context_invalidated``; a worker that
-    finishes a failed job drops its output), and its jobs' ciphertexts and results
-    erased. Sessions are ended in batches, each one transaction with one audit record
-    per session and per stopped job, so that a sweep of thousands stays fast.
-    """
-    ids = list(sessions.filter(status__in=KeySession.OPEN).values_list("pk", flat=True))
-    return sum(_end_batch(ids[i : i + BATCH], status, actor, reason) for i in range(0, len(ids), BATCH))
-
-
-def end_selected_sessions(
-    sessions: QuerySet[KeySession], scope: str, status: str, actor: Actor, reason: str
-) -> tuple[int, int]:
-    """An operator's incident action over a selection: end its active sessions; (matched, ended).
-
-    Writes one record for the action itself, whatever it matched, besides one per ended
-    session: the audit log must show that the response was carried out even when the
-    selection held no open session.
-    """
-    reason = rules.reason(reason)
-    with transaction.atomic():
-        matched = sessions.count()
-        ended = end_sessions(sessions, status, actor, reason)
-        audit.record(actor, f"sessions.{status}", "selection", scope, reason, matched=matched, ended=ended)
-    return matched, ended
-
-
-BATCH = 500
-
-
-def _end_batch(ids: list[uuid.UUID], status: str, actor: Actor, reason: str) -> int:
-    with transaction.atomic():
-        locked = list(
-            KeySession.objects.select_for_update(of=("self",))
-            .filter(pk__in=ids, status__in=KeySession.OPEN)
-            .select_related("client")
-        )
-        if not locked:
-            return 0
-        pks = [session.pk for session in locked]
-        KeySession.objects.filter(pk__in=pks).update(
-            status=status, ended_at=timezone.now(), end_reason=reason, keys_blob=""
-        )
-        # Erased inside the transaction: if anything below fails, the keys are gone
-        # anyway, which is the safe direction for a secret-adjacent artefact.
-        for session in locked:
-            blobs.delete(session.keys_blob)
-        audit.record_many(
-            [
-                audit.Entry(actor, f"session.{status}", "session", s.pk, reason, {"client": s.client.name})
-                for s in locked
-            ]
-        )
-        code = "context_expired" if status == KeySession.Status.EXPIRED else "context_invalidated"
-        job_services.stop_for_sessions_end(pks, code, actor)
-        job_services.erase_blobs_of_sessions(pks)
-    logger.info("sessions ended", extra={"sessions": len(locked), "status": status})
-    return len(locked)
-
-
-def count_circuit_abort(session_id: uuid.UUID, actor: Actor) -> bool:
-    """Count a job of this session that aborted the runtime; suspend the session at the limit.
-
-    Each abort replaces a pool process and throws away every other tenant's warm keys
-    held there, so a session cannot abort the runtime for free: after
-    MOAI_MAX_CIRCUIT_ABORTS its queued jobs are cancelled (``context_suspended``), new
-    ones are refused, and it stays so until staff lift it. True when this call suspended it.
-    """
-    with transaction.atomic():
-        KeySession.objects.filter(pk=session_id).update(circuit_aborts=F("circuit_aborts") + 1)
-        session = KeySession.objects.select_for_update().get(pk=session_id)
-        if session.status != KeySession.Status.ACTIVE or session.circuit_aborts < settings.MOAI_MAX_CIRCUIT_ABORTS:
-            return False
-        KeySession.objects.filter(pk=session_id).update(status=KeySession.Status.SUSPENDED)
-        aborts = session.circuit_aborts
-        audit.record(
-            actor, "session.suspended", "session", session_id, f"{aborts} jobs aborted the runtime", aborts=aborts
-        )
-        job_services.stop_for_sessions_end([session_id], "context_suspended", actor)
-    logger.warning("session suspended", extra={"context_id": str(session_id), "aborts": session.circuit_aborts})
-    return True
-
-
 def lift_suspension(session: KeySession, actor: Actor, reason: str) -> bool:
     """Let a suspended session run jobs again, its abort count back at 0; False if it was not suspended."""
     reason = rules.reason(reason)
@@ -248,21 +159,19 @@ def lift_suspension(session: KeySession, actor: Actor, reason: str) -> bool:
     return bool(lifted)
 
 
-def expire_due_sessions(actor: Actor | None = None) -> int:
-    """End every active session whose TTL has passed; returns how many were ended."""
-    due = KeySession.objects.filter(expires_at__lte=timezone.now())
-    return end_sessions(due, KeySession.Status.EXPIRED, actor or Actor.system("expiry"), "TTL passed")
+def keys_were_revoked(client: ApiClient, model_version: ModelVersion, fingerprint: str, chunks: bytes) -> bool:
+    """True for evaluation keys a session of this client used before its keys were rotated, or a near copy.
 
-
-def sweep(actor: Actor | None = None) -> tuple[int, int]:
-    """The periodic sweep: expire lapsed sessions, then erase results past their retention."""
-    expired = expire_due_sessions(actor)
-    purged = job_services.purge_expired_results(settings.MOAI_RESULT_RETENTION_SECONDS)
-    return expired, purged
-
-
-def ensure_current(session: KeySession) -> KeySession:
-    """Expire a session at request time once its TTL has passed, before the sweeper gets to it."""
-    if session.has_lapsed(timezone.now()):
-        end_session(session, KeySession.Status.EXPIRED, Actor.system("expiry"), "TTL passed")
-    return session
+    A near copy (NEAR_DUPLICATE_SHARE of its chunks in place) is refused too: with a bit
+    flipped the bytes hash differently, but the keys still belong to the old secret key.
+    """
+    if client.keys_rotated_at is None:
+        return False
+    revoked = client.sessions.filter(created_at__lt=client.keys_rotated_at)
+    if revoked.filter(key_fingerprint=fingerprint).exists():
+        return True
+    same_model = revoked.filter(model_version=model_version).exclude(key_chunks=b"")
+    return any(
+        shared_share(chunks, bytes(old)) >= NEAR_DUPLICATE_SHARE
+        for old in same_model.values_list("key_chunks", flat=True).iterator()
+    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sessions import services
+from actions import services as actions
 
 
 @shared_task(name="sessions.tasks.expire_sessions")
 def expire_sessions() -> tuple[int, int]:
-    return services.sweep()
+    return actions.sweep()

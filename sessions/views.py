@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from actions import services as actions
 from base import notify, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
@@ -107,5 +108,5 @@ class SessionDetailView(APIView):
     @extend_schema(operation_id="close_session", responses={204: None, **errors(404)})
     def delete(self, request: Request, context_id: str) -> Response:
         session = own_session_or_404(request, context_id)
-        services.end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")
+        actions.end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -141,7 +141,7 @@ def test_tokens_are_stored_hashed_and_rotation_revokes_the_old_one(alice):
 
 
 def test_a_disabled_client_gets_403(base, alice):
-    from keys.services import set_client_active
+    from actions.services import set_client_active
 
     set_client_active(alice.client, False, TESTS, "tests")
     response = Client().get(f"{base}/hybrid/list_models")

@@ -10,15 +10,16 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from actions.services import end_selected_sessions, rotate_client_keys, set_client_active
 from base.audit import Actor
 from base.models import AuditRecord
 from base.rules import RuleError
 from keys.models import ApiClient
-from keys.services import create_client, rotate_api_key, rotate_client_keys, set_client_active
+from keys.services import create_client, rotate_api_key
 from registry.models import ModelVersion
 from registry.services import register_model, retire_model
 from sessions.models import KeySession
-from sessions.services import end_selected_sessions, lift_suspension
+from sessions.services import lift_suspension
 
 ACTOR = Actor.system("tests")
 

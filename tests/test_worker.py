@@ -12,10 +12,10 @@ from billiard.exceptions import WorkerLostError
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from actions import services as session_services
 from base.audit import Actor
 from jobs import services, tasks, worker
 from jobs.models import Job
-from sessions import services as session_services
 from sessions.models import KeySession
 from tests.helpers import post_bytes
 

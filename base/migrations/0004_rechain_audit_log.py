@@ -45,13 +45,14 @@ def _hmac(secret: bytes, prev: str, content: dict[str, Any]) -> str:
 def rechain(apps: Any, schema_editor: Any) -> None:
     from base.audit import compute_digest, signing_key
 
-    AuditRecord = apps.get_model("ops", "AuditRecord")
+    # The database being migrated, which is not always "default" (migrate --database, tests).
+    records = apps.get_model("ops", "AuditRecord").objects.using(schema_editor.connection.alias)
     legacy_key = hashlib.sha256(b"moai-audit:" + settings.SECRET_KEY.encode()).digest()
     key = signing_key()
     old_prev = new_prev = GENESIS
     batch = []
     seq = 0
-    for row in AuditRecord.objects.order_by("id").iterator(chunk_size=2000):
+    for row in records.order_by("id").iterator(chunk_size=2000):
         seq += 1
         content = _content(row)
         if row.prev_digest != old_prev or not hmac.compare_digest(row.digest, _hmac(legacy_key, old_prev, content)):
@@ -65,9 +66,9 @@ def rechain(apps: Any, schema_editor: Any) -> None:
         row.digest = new_prev = compute_digest(key, new_prev, {"seq": seq, **content})
         batch.append(row)
         if len(batch) == 1000:
-            AuditRecord.objects.bulk_update(batch, ["seq", "key_id", "prev_digest", "digest"])
+            records.bulk_update(batch, ["seq", "key_id", "prev_digest", "digest"])
             batch = []
-    AuditRecord.objects.bulk_update(batch, ["seq", "key_id", "prev_digest", "digest"])
+    records.bulk_update(batch, ["seq", "key_id", "prev_digest", "digest"])
     if seq:
         logger.warning(
             "audit log re-chained under MOAI_AUDIT_KEY",

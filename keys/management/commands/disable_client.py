@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from actions.services import set_client_active
 from base.audit import Actor
 from base.rules import refused_as_command_error
 from keys.management.commands._client_command import ClientCommand
-from keys.services import set_client_active
 
 
 class Command(ClientCommand):

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from actions.services import sweep
 from base.audit import Actor
-from sessions.services import sweep
 
 
 class Command(BaseCommand):

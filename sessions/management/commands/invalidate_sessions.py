@@ -6,12 +6,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
 
+from actions.services import end_selected_sessions
 from base.audit import Actor
 from base.rules import refused_as_command_error
 from keys.models import ApiClient
 from registry.models import ModelVersion
 from sessions.models import KeySession
-from sessions.services import end_selected_sessions
 
 
 class Command(BaseCommand):
