@@ -22,6 +22,7 @@ from base.audit import Actor
 from jobs import services as job_services
 from keys.models import ApiClient
 from sessions.models import KeySession
+from sessions.status import ENDED
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ def _end_batch(ids: list[uuid.UUID], status: str, actor: Actor, reason: str) -> 
                 for s in locked
             ]
         )
-        code = "context_expired" if status == KeySession.Status.EXPIRED else "context_invalidated"
-        job_services.stop_for_sessions_end(pks, code, actor)
+        job_services.stop_for_sessions_end(pks, ENDED[KeySession.Status(status)].code, actor)
         job_services.erase_blobs_of_sessions(pks)
     logger.info("sessions ended", extra={"sessions": len(locked), "status": status})
     return len(locked)
@@ -114,7 +114,7 @@ def count_circuit_abort(session_id: uuid.UUID, actor: Actor) -> bool:
         audit.record(
             actor, "session.suspended", "session", session_id, f"{aborts} jobs aborted the runtime", aborts=aborts
         )
-        job_services.stop_for_sessions_end([session_id], "context_suspended", actor)
+        job_services.stop_for_sessions_end([session_id], ENDED[KeySession.Status.SUSPENDED].code, actor)
     logger.warning("session suspended", extra={"context_id": str(session_id), "aborts": session.circuit_aborts})
     return True
 

@@ -19,6 +19,7 @@ from jobs import services, waits
 from jobs.models import Job
 from jobs.services import JobInputs, SessionEndedError
 from sessions.models import KeySession
+from sessions.status import HTTP_STATUS_OF_CODE
 
 COMPUTE_SECONDS = 110.0  # under gunicorn's and the proxies' 120 s
 
@@ -26,9 +27,7 @@ COMPUTE_SECONDS = 110.0  # under gunicorn's and the proxies' 120 s
 _FAILED_STATUS = {
     "invalid_ciphertext": 400,
     "circuit_aborted": 400,
-    "context_expired": 410,
-    "context_invalidated": 410,
-    "context_suspended": 409,
+    **HTTP_STATUS_OF_CODE,  # a session that ended under the job, as the API answers it
     "internal_error": 500,
 }
 

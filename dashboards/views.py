@@ -45,9 +45,10 @@ def _broker_ok() -> bool:
 
         folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", "")
         return bool(folder) and Path(str(folder)).is_dir()
-    import redis
+    from base.redis_client import connect
 
     try:
-        return bool(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping())
+        # A client of its own with a short timeout: the probe must answer before its deadline.
+        return bool(connect(socket_timeout=2).ping())
     except Exception:
         return False

@@ -18,14 +18,11 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from base import audit
 from base.audit import Actor
 from jobs import services
 from jobs.models import Job
@@ -60,16 +57,7 @@ def _reclaim_stale_running(actor: Actor) -> tuple[int, int]:
                 attempt=job.attempts,
             )  # fmt: skip
             continue
-        with transaction.atomic():
-            # Fenced on the attempt: a worker that comes back late cannot finish it any more.
-            moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
-                status=Job.Status.QUEUED, heartbeat_at=None
-            )
-            if moved:
-                audit.record(actor, "job.requeued", "job", job.pk, "its worker stopped sending heartbeats",
-                             attempt=job.attempts)  # fmt: skip
-                Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
-                transaction.on_commit(partial(services.enqueue, job.pk))
+        moved = services.requeue_job(job, actor, "its worker stopped sending heartbeats")
         requeued += moved
     return requeued, failed
 
@@ -107,9 +95,9 @@ def broker_job_ids() -> set[bytes]:
 def _broker_messages() -> list[bytes]:
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     if settings.REDIS_URL:
-        import redis
+        from base.redis_client import shared_redis
 
-        client = redis.Redis.from_url(settings.REDIS_URL)
+        client = shared_redis()
         raw = [*client.lrange(queue, 0, -1), *client.hvals("unacked")]
         return [item if isinstance(item, bytes) else str(item).encode() for item in raw]
     folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))

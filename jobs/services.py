@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Min
@@ -110,15 +111,48 @@ def _store_input(job: Job, index: int, path: Path) -> str:
     return blobs.save_local_file(job.input_name(index), path)
 
 
+# jobs.tasks.run_job's registered name, kept from before jobs left the app "inference":
+# messages already queued in Redis carry it.
+RUN_JOB = "inference.tasks.run_job"
+
+
 def enqueue(job_id: uuid.UUID) -> None:
     """Send the job's id to the broker. A failure here loses nothing: the job row is
     committed as queued, and the recovery sweep sends it again (jobs.recovery)."""
-    from jobs.tasks import run_job
-
     try:
-        run_job.delay(str(job_id))
+        # By name, through Celery's registry: this module does not import the task's module
+        # (which imports this one), and eager mode (tests) still runs it in place.
+        current_app.signature(RUN_JOB, args=(str(job_id),)).delay()
     except Exception:
         logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
+
+
+def requeue_job(job: Job, actor: Actor, reason: str) -> bool:
+    """Put a running job whose worker was lost back in the queue and send it again.
+
+    Fenced on the attempt: a worker that comes back late cannot finish it any more.
+    False when the job is no longer running that attempt.
+    """
+    with transaction.atomic():
+        moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
+            status=Job.Status.QUEUED, heartbeat_at=None, enqueued_at=timezone.now()
+        )
+        if moved:
+            audit.record(actor, "job.requeued", "job", job.pk, reason, attempt=job.attempts)
+            transaction.on_commit(partial(enqueue, job.pk))
+    return bool(moved)
+
+
+def record_heartbeats(claim_tokens: Collection[str]) -> int:
+    """Mark the running jobs claimed by these broker messages as alive now; how many were.
+
+    Not audited: a heartbeat is a lease renewal many times a minute, not a change of state.
+    """
+    if not claim_tokens:
+        return 0
+    return Job.objects.filter(claim_token__in=claim_tokens, status=Job.Status.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
 
 
 def cancel_job(job: Job, actor: Actor, reason: str = "cancelled by request") -> bool:
@@ -134,9 +168,7 @@ def cancel_job(job: Job, actor: Actor, reason: str = "cancelled by request") -> 
             audit.record(actor, "job.cancelled", "job", job.id, reason)
     job.refresh_from_db()
     if updated:
-        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
-        notify.job_ended(str(job.id))
-        logger.info("job cancelled", extra=_log_fields(job))
+        _job_ended(job, "job cancelled")
     return bool(updated)
 
 
@@ -164,9 +196,7 @@ def stop_for_sessions_end(session_ids: list[uuid.UUID], code: str, actor: Actor)
             entries.append(
                 audit.Entry(actor, f"job.{new_status}", "job", job.id, "session ended", {"error_code": code})
             )
-            metrics.observe_job_end(job.model_version.name, new_status, job.latency_ms, code)
-            transaction.on_commit(partial(notify.job_ended, str(job.id)))
-            logger.info(f"job {new_status}: session ended", extra={**_log_fields(job), "error_code": code})
+            _job_ended(job, f"job {new_status}: session ended", code, notice_on_commit=True)
     if entries:
         audit.record_many(entries)
     return len(entries)
@@ -309,10 +339,24 @@ def finish_job(job: Job) -> bool:
             blobs.delete(job.output_name(index, job.attempts))
         job.refresh_from_db()
     if updated:
-        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms)
-        notify.job_ended(str(job.id))
-    logger.info("job succeeded" if updated else "job output discarded (job ended meanwhile)", extra=_log_fields(job))
+        _job_ended(job, "job succeeded")
+    else:
+        logger.info("job output discarded (job ended meanwhile)", extra=_log_fields(job))
     return bool(updated)
+
+
+def _job_ended(job: Job, event: str, code: str = "", level: int = logging.INFO, notice_on_commit: bool = False) -> None:
+    """What follows every end of a job: its metrics, the notice to requests waiting on it, the log line.
+
+    ``notice_on_commit``: the job ended inside a transaction still open, and a waiting request
+    woken before it commits would read the job as it was.
+    """
+    metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms, code)
+    if notice_on_commit:
+        transaction.on_commit(partial(notify.job_ended, str(job.id)))
+    else:
+        notify.job_ended(str(job.id))
+    logger.log(level, event, extra={**_log_fields(job), "error_code": code} if code else _log_fields(job))
 
 
 def _log_fields(job: Job) -> dict[str, object]:
@@ -342,7 +386,5 @@ def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None, a
             audit.record(actor or Actor.system("worker"), "job.failed", "job", job_id, message, error_code=code)
     if updated:
         job = Job.objects.select_related("model_version", "client").get(pk=job_id)
-        metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms, code)
-        notify.job_ended(job_id)
-        logger.warning("job failed", extra={**_log_fields(job), "error_code": code})
+        _job_ended(job, "job failed", code, level=logging.WARNING)
     return bool(updated)

@@ -20,9 +20,9 @@ from actions.services import count_circuit_abort
 from base import blobs, metrics
 from base.audit import Actor
 from jobs import cores, runtime, services
-from jobs import worker as _worker  # noqa: F401  (connects the pool-process signals)
 from jobs.models import Job
 from sessions.models import KeySession
+from sessions.status import ENDED
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,13 +104,11 @@ class _SessionEnded(Exception):
 def _check_session(job: Job) -> None:
     """Refuse to run with keys of a session that has ended (checked before each input)."""
     session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
-    if session.status == KeySession.Status.EXPIRED:
-        raise _SessionEnded("context_expired")
-    if session.status == KeySession.Status.SUSPENDED:
-        raise _SessionEnded("context_suspended")
+    if session.status in (KeySession.Status.EXPIRED, KeySession.Status.SUSPENDED):
+        raise _SessionEnded(ENDED[session.status].code)
     if session.status != KeySession.Status.ACTIVE or not session.keys_blob:
         runtime.keys.drop(str(job.session_id))
-        raise _SessionEnded("context_invalidated")
+        raise _SessionEnded(ENDED[KeySession.Status.INVALIDATED].code)
 
 
 def _run(job: Job) -> None:

@@ -36,8 +36,7 @@ from prometheus_client.registry import Collector
 
 from base import metrics
 from base.env import env_str
-from jobs import cores, runtime, warmup
-from jobs.models import Job
+from jobs import cores, runtime, services, warmup
 from registry import metric_series
 from sessions.models import KeySession
 
@@ -145,12 +144,8 @@ def _heartbeats() -> None:
 def _heartbeat_round() -> None:
     from celery.worker import state
 
-    from jobs.tasks import run_job
-
     # A message runs the job that its claim marked with the message's id.
-    tokens = [request.id for request in list(state.active_requests) if request.name == run_job.name]
-    if tokens:
-        Job.objects.filter(claim_token__in=tokens, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+    services.record_heartbeats([r.id for r in list(state.active_requests) if r.name == services.RUN_JOB])
 
 
 @worker_ready.connect

@@ -11,6 +11,7 @@ from base.audit import Actor
 from base.errors import ApiError
 from keys.models import ApiClient
 from sessions.models import KeySession
+from sessions.status import ENDED
 
 
 def client_actor(request: Request) -> Actor:
@@ -34,12 +35,7 @@ def own_session_or_404(request: Request, context_id: str) -> KeySession:
 
 def active_session_or_error(request: Request, context_id: str) -> KeySession:
     session = own_session_or_404(request, context_id)
-    if session.status == KeySession.Status.EXPIRED:
-        raise ApiError(410, "context_expired", "The session expired; its keys are erased. Open a new session.")
-    if session.status == KeySession.Status.INVALIDATED:
-        raise ApiError(410, "context_invalidated", "The session was ended; its keys are erased. Open a new session.")
-    if session.status == KeySession.Status.SUSPENDED:
-        raise ApiError(
-            409, "context_suspended", "Jobs of this session aborted the runtime repeatedly; the operator must lift it."
-        )
+    ended = ENDED.get(session.status)
+    if ended is not None:
+        raise ApiError(ended.http_status, ended.code, ended.message)
     return session

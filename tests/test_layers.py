@@ -94,3 +94,17 @@ def test_entry_points_may_call_actions_and_nothing_else_above_them():
     assert violations("sessions", Path("views.py"), "from actions import services\n") == []
     assert violations("keys", Path("management/commands/disable_client.py"), "from actions import services\n") == []
     assert violations("sessions", Path("views.py"), "from jobs import services\n") == ["jobs"]
+
+
+def test_services_publish_the_job_task_by_its_registered_name():
+    """jobs.services sends run_job by name; the name is the one queued messages already carry."""
+    from jobs import services, tasks
+
+    assert tasks.run_job.name == services.RUN_JOB == "inference.tasks.run_job"
+    source = (ROOT / "jobs" / "services.py").read_text()
+    modules = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert "jobs.tasks" not in modules
+    assert not any(
+        isinstance(n, ast.ImportFrom) and n.module == "jobs" and any(a.name == "tasks" for a in n.names)
+        for n in ast.walk(ast.parse(source))
+    )

@@ -155,3 +155,18 @@ def test_a_database_of_1e9352d_migrates_to_the_layered_apps_with_its_rows(upgrad
         inputs_sha256="e" * 64,
     )  # fmt: skip
     assert Job.objects.using(ALIAS).count() == 2
+    # And back, as a rollback of the code does it: the rows stay, the label returns.
+    migrate(upgrade_db, targets_at_1e9352d(upgrade_db))
+    with upgrade_db.cursor() as cursor:
+        cursor.execute("SELECT app_label FROM django_content_type WHERE model = 'job'")
+        assert cursor.fetchall() == [("inference",)]
+        cursor.execute("SELECT count(*) FROM inference_job")
+        assert cursor.fetchone() == (2,)
+
+
+@pytest.mark.django_db
+def test_the_models_and_their_migrations_agree():
+    """A state-only move must leave Django's state exactly as the models are: no migration missing."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # SystemExit(1) when one is missing
