@@ -6,20 +6,20 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from dashboards import views as ops_views
-from jobs import views as inference_views
+from dashboards import views as dashboard_views
+from jobs import views as job_views
 from sessions import views as session_views
 
 api_v1 = [
-    path("models", inference_views.ModelListView.as_view()),
-    path("models/<str:name>", inference_views.ModelDetailView.as_view()),
-    path("models/<str:name>/client.zip", inference_views.ModelClientBundleView.as_view()),
-    path("models/<str:name>/preprocessing.skops", inference_views.ModelPreprocessingView.as_view()),
+    path("models", job_views.ModelListView.as_view()),
+    path("models/<str:name>", job_views.ModelDetailView.as_view()),
+    path("models/<str:name>/client.zip", job_views.ModelClientBundleView.as_view()),
+    path("models/<str:name>/preprocessing.skops", job_views.ModelPreprocessingView.as_view()),
     path("models/<str:name>/sessions", session_views.SessionCreateView.as_view()),
     path("sessions/<str:context_id>", session_views.SessionDetailView.as_view()),
-    path("sessions/<str:context_id>/jobs", inference_views.JobSubmitView.as_view()),
-    path("jobs/<str:job_id>", inference_views.JobDetailView.as_view()),
-    path("jobs/<str:job_id>/result", inference_views.JobResultView.as_view()),
+    path("sessions/<str:context_id>/jobs", job_views.JobSubmitView.as_view()),
+    path("jobs/<str:job_id>", job_views.JobDetailView.as_view()),
+    path("jobs/<str:job_id>/result", job_views.JobResultView.as_view()),
 ]
 
 urlpatterns = [
@@ -28,9 +28,9 @@ urlpatterns = [
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script from its own URL, not inline: the page's CSP forbids inline scripts.
     path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
-    path("healthz", ops_views.healthz),
-    path("readyz", ops_views.readyz),
-    path("metrics", ops_views.metrics_view, name="metrics"),
+    path("healthz", dashboard_views.healthz),
+    path("readyz", dashboard_views.readyz),
+    path("metrics", dashboard_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 
