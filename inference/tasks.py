@@ -101,9 +101,14 @@ class _SessionEnded(Exception):
         self.code = code
 
 
-def _check_session(job: Job) -> None:
-    """Refuse to run with keys of a session that has ended (checked before each input)."""
-    session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
+def _check_session(job: Job, session: KeySession | None = None) -> None:
+    """Refuse to run with keys of a session that has ended (checked before each input).
+
+    ``session`` is a row read moments ago (the claim reads it with the job); later
+    rounds of a batch read it again.
+    """
+    if session is None:
+        session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
     if session.status == KeySession.Status.EXPIRED:
         raise _SessionEnded("context_expired")
     if session.status == KeySession.Status.SUSPENDED:
@@ -114,7 +119,7 @@ def _check_session(job: Job) -> None:
 
 
 def _run(job: Job) -> None:
-    _check_session(job)
+    _check_session(job, job.session)
     model = runtime.models.get(job.model_version)
     try:
         keys, loaded = runtime.keys.fetch(str(job.session_id), job.session.keys_blob)
