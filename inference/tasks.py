@@ -61,8 +61,9 @@ def run_job(self: Task, job_id: str) -> None:
 @task_prerun.connect
 def _reuse_healthy_connections(task: Task | None = None, **_: Any) -> None:
     """Keep database connections across tasks, as a web request does: drop the ones past
-    CONN_MAX_AGE or broken (a PostgreSQL restart), and health-check the rest on first use.
-    A task run inline (eager) shares its caller's connection and transaction: left alone."""
+    CONN_MAX_AGE or broken (a PostgreSQL restart), and health-check the rest on first use
+    when they sat idle (moai_site.postgresql). A task run inline (eager) shares its caller's
+    connection and transaction: left alone."""
     if task is not None and not getattr(task.request, "is_eager", False):
         close_old_connections()
 
