@@ -19,9 +19,10 @@ from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, Max, Min, OuterRef
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from inference import blobs, notify
+from inference import blobs, cores, notify
 from inference.models import Job, ModelVersion
 from inference.preprocessing import check_feature_names, input_width
 from inference.preprocessing import load as load_preprocessing
@@ -338,7 +339,12 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     """
     queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("session", "model_version", "client")
     others = Job.objects.filter(status=Job.Status.QUEUED).exclude(client_id=OuterRef("client_id"))
-    head = queued.annotate(others_waiting=Exists(others)).order_by("submitted_at").first()
+    # How many are queued, counted only up to a bound: the pool processes that may take them.
+    counted = RawSQL(
+        f"SELECT count(*) FROM (SELECT 1 FROM {Job._meta.db_table} WHERE status = %s LIMIT %s) AS queued",
+        [Job.Status.QUEUED.value, cores.MAX_POOL_PROCESSES + 1],
+    )
+    head = queued.annotate(others_waiting=Exists(others), queued_now=counted).order_by("submitted_at").first()
     if head is None:
         return None
     oldest: Job | None = head
@@ -350,6 +356,7 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
             oldest = queued.filter(client_id=client_id).order_by("submitted_at").first()
     if oldest is None:
         return None
+    oldest.queued_behind = max(0, head.queued_now - 1)
     waited = (timezone.now() - oldest.submitted_at).total_seconds()
     if not warm_sessions or str(oldest.session_id) in warm_sessions:
         return oldest
@@ -360,6 +367,8 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
         .order_by("submitted_at")
         .first()
     )
+    if warm is not None:
+        warm.queued_behind = oldest.queued_behind
     return warm or oldest
 
 

@@ -127,7 +127,7 @@ def _run(job: Job) -> None:
     except (OSError, RuntimeError) as exc:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc
-    with cores.job_running() as threads:
+    with cores.job_running(job.queued_behind) as threads:
         # After the model load: the OpenMP runtime is in the process by now.
         reported = cores.set_openmp_threads(threads)
         logger.info(

@@ -223,3 +223,11 @@ def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(
     assert claimed.status == "running"
     assert len(calls) == 2
     assert Job.objects.filter(status="queued").count() == 2
+
+
+def test_a_claimed_job_knows_how_many_jobs_wait_behind_it(two_sessions_jobs):
+    """The count its thread share is worked out from (inference.cores.company)."""
+    first = services.claim_job("message-1")
+    assert (getattr(first, "pk", None), getattr(first, "queued_behind", None)) == (two_sessions_jobs[0].pk, 1)
+    second = services.claim_job("message-2")
+    assert (getattr(second, "pk", None), getattr(second, "queued_behind", None)) == (two_sessions_jobs[1].pk, 0)
