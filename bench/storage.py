@@ -81,6 +81,7 @@ def _register_keys_model(name: str, template: str, key_bytes: int) -> None:
     source.version = 1
     source.evaluation_keys_bytes = key_bytes
     source.evaluation_keys_constant = False
+    source.evaluation_keys_sha256 = ""
     source.save()
 
 

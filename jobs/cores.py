@@ -10,7 +10,10 @@ not alive counts as free, and the process that replaces it (same pool index) ove
 
 The share is fixed when a job starts (a running circuit's OpenMP team cannot be resized
 from outside), so for the length of one job the cores can be oversubscribed by the
-threads of jobs that started alone; the next job takes its share of the new count.
+threads of jobs that started alone; the next job takes its share of the new count. To
+keep that rare under load, a job that starts while others wait in the queue counts the
+idle pool processes that will take them (each pool process marks a second board,
+"present", when it starts) as busy already.
 
 This module imports nothing but the standard library: the parent imports it before forking.
 """
@@ -31,12 +34,21 @@ logger = logging.getLogger(__name__)
 MAX_POOL_PROCESSES = 256
 
 _board: Any = None  # a RawArray of pids, one cell per pool index; None outside a prefork worker
+_present: Any = None  # the same, for every pool process that has started, busy or not
 
 
 def create_board() -> None:
-    """In the worker's parent, before the pool is forked: the children inherit the board."""
-    global _board
+    """In the worker's parent, before the pool is forked: the children inherit the boards."""
+    global _board, _present
     _board = multiprocessing.RawArray(ctypes.c_int, MAX_POOL_PROCESSES)
+    _present = multiprocessing.RawArray(ctypes.c_int, MAX_POOL_PROCESSES)
+
+
+def join_pool() -> None:
+    """In a pool process as it starts: count it among the processes that can take a job."""
+    index = _pool_index()
+    if _present is not None and index is not None and index < MAX_POOL_PROCESSES:
+        _present[index] = os.getpid()
 
 
 def host_cores() -> int:
@@ -92,9 +104,20 @@ def share_now() -> int:
     return max(1, host_cores() // (1 + busy))
 
 
+def company(board: Any, present: Any, own: int | None, waiting: int) -> int:
+    """How many other pool processes will run a job beside this one: the busy ones, and as
+    many idle ones as there are jobs ``waiting`` in the queue (they are about to take them)."""
+    busy = busy_elsewhere(board, own)
+    idle = busy_elsewhere(present, own) - busy if present is not None else 0
+    return busy + min(max(0, waiting), max(0, idle))
+
+
 @contextlib.contextmanager
-def job_running() -> Iterator[int]:
-    """Mark this pool process busy while inside; yields the OpenMP threads its job may use."""
+def job_running(waiting: int = 0) -> Iterator[int]:
+    """Mark this pool process busy while inside; yields the OpenMP threads its job may use.
+
+    ``waiting``: jobs queued behind this one when it was claimed.
+    """
     cores = host_cores()
     index = _pool_index()
     if _board is None or index is None or index >= MAX_POOL_PROCESSES:
@@ -103,7 +126,7 @@ def job_running() -> Iterator[int]:
         return
     _board[index] = os.getpid()
     try:
-        yield max(1, cores // (1 + busy_elsewhere(_board, index)))
+        yield max(1, cores // (1 + company(_board, _present, index, waiting)))
     finally:
         _board[index] = 0
 

@@ -20,6 +20,9 @@ class Job(models.Model):
         CANCELLED = "cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    # Not a column: set by services.claim_job to the jobs still queued when this one was
+    # claimed (up to a bound), so the job can leave cores to the processes taking them.
+    queued_behind = 0
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey("key_sessions.KeySession", on_delete=models.CASCADE, related_name="jobs")

@@ -18,11 +18,13 @@ from pathlib import Path
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min
+from django.db.models import Count, Exists, F, Max, Min, OuterRef
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
+from jobs import cores
 from jobs.models import Job
 from sessions.models import KeySession
 
@@ -242,49 +244,77 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
     message's id) marks the claim, so the worker's parent can find the job it runs.
     A compare-and-set makes each claim one attempt; a job is never run twice at once.
     """
+    warm = set(warm_sessions)
     for _ in range(CLAIM_TRIES):
-        job_id = _next_job_id(set(warm_sessions))
-        if job_id is None:
+        job = _next_job(warm)
+        if job is None:
             # The client whose turn it was may have had its last job taken meanwhile by another
             # process: only an empty queue ends this message's turn.
             if not Job.objects.filter(status=Job.Status.QUEUED).exists():
                 return None
             continue
         now = timezone.now()
-        claimed = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+        # ``attempts`` as read: the row is ours only if nobody claimed (or requeued) it since.
+        claimed = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED, attempts=job.attempts).update(
             status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
             claim_token=token,
         )  # fmt: skip
         if claimed:
+            # The row as the update left it, without reading it back: one query less per job.
+            job.status, job.started_at, job.heartbeat_at, job.claim_token = Job.Status.RUNNING, now, now, token
+            job.attempts += 1
             break
     else:  # others keep taking the jobs first; their messages remain for the rest
         return None
-    job = Job.objects.select_related("session", "model_version", "client").get(pk=job_id)
-    waited_ms = int((job.started_at - job.submitted_at).total_seconds() * 1000) if job.started_at else None
+    waited_ms = int((now - job.submitted_at).total_seconds() * 1000)
     logger.info(
         "job running",
         extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms,
-               "keys_warm": str(job.session_id) in warm_sessions},
+               "keys_warm": str(job.session_id) in warm},
     )  # fmt: skip
     return job
 
 
-def _next_job_id(warm_sessions: set[str]) -> uuid.UUID | None:
-    client_id = _client_whose_turn_it_is()
-    if client_id is None:
+def _next_job(warm_sessions: set[str]) -> Job | None:
+    """The job to claim, read with its session, model and client in the same query.
+
+    The common case, every queued job being one client's, takes one query: the oldest
+    queued job, with whether any other client has one waiting. Only then is the
+    fair-share turn worked out (``_client_whose_turn_it_is``).
+    """
+    queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("session", "model_version", "client")
+    others = Job.objects.filter(status=Job.Status.QUEUED).exclude(client_id=OuterRef("client_id"))
+    # How many are queued, counted only up to a bound: the pool processes that may take them.
+    counted = RawSQL(
+        f"SELECT count(*) FROM (SELECT 1 FROM {Job._meta.db_table} WHERE status = %s LIMIT %s) AS queued",
+        [Job.Status.QUEUED.value, cores.MAX_POOL_PROCESSES + 1],
+    )
+    head = queued.annotate(others_waiting=Exists(others), queued_now=counted).order_by("submitted_at").first()
+    if head is None:
         return None
-    queued = Job.objects.filter(status=Job.Status.QUEUED, client_id=client_id).order_by("submitted_at")
-    oldest = queued.values_list("pk", "session_id", "submitted_at").first()
+    oldest: Job | None = head
+    if head.others_waiting:
+        client_id = _client_whose_turn_it_is()
+        if client_id is None:
+            return None
+        if client_id != head.client_id:
+            oldest = queued.filter(client_id=client_id).order_by("submitted_at").first()
     if oldest is None:
         return None
-    pk, session_id, submitted_at = oldest
-    waited = (timezone.now() - submitted_at).total_seconds()
-    if not warm_sessions or str(session_id) in warm_sessions or waited >= settings.MOAI_AFFINITY_MAX_WAIT_SECONDS:
-        return pk
-    warm: uuid.UUID | None = (
-        queued.filter(session_id__in=[uuid.UUID(s) for s in warm_sessions]).values_list("pk", flat=True).first()
+    oldest.queued_behind = max(0, head.queued_now - 1)
+    waited = (timezone.now() - oldest.submitted_at).total_seconds()
+    if not warm_sessions or str(oldest.session_id) in warm_sessions:
+        return oldest
+    if waited >= settings.MOAI_AFFINITY_MAX_WAIT_SECONDS:
+        return oldest
+    warm = (
+        queued.filter(client_id=oldest.client_id, session_id__in=[uuid.UUID(s) for s in warm_sessions])
+        .order_by("submitted_at")
+        .first()
     )
-    return warm or pk
+    if warm is not None:
+        warm.queued_behind = oldest.queued_behind
+    return warm or oldest
 
 
 def _client_whose_turn_it_is() -> int | None:

@@ -61,8 +61,9 @@ def run_job(self: Task, job_id: str) -> None:
 @task_prerun.connect
 def _reuse_healthy_connections(task: Task | None = None, **_: Any) -> None:
     """Keep database connections across tasks, as a web request does: drop the ones past
-    CONN_MAX_AGE or broken (a PostgreSQL restart), and health-check the rest on first use.
-    A task run inline (eager) shares its caller's connection and transaction: left alone."""
+    CONN_MAX_AGE or broken (a PostgreSQL restart), and health-check the rest on first use
+    when they sat idle (moai_site.postgresql). A task run inline (eager) shares its caller's
+    connection and transaction: left alone."""
     if task is not None and not getattr(task.request, "is_eager", False):
         close_old_connections()
 
@@ -101,9 +102,14 @@ class _SessionEnded(Exception):
         self.code = code
 
 
-def _check_session(job: Job) -> None:
-    """Refuse to run with keys of a session that has ended (checked before each input)."""
-    session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
+def _check_session(job: Job, session: KeySession | None = None) -> None:
+    """Refuse to run with keys of a session that has ended (checked before each input).
+
+    ``session`` is a row read moments ago (the claim reads it with the job); later
+    rounds of a batch read it again.
+    """
+    if session is None:
+        session = KeySession.objects.only("status", "keys_blob").get(pk=job.session_id)
     if session.status in (KeySession.Status.EXPIRED, KeySession.Status.SUSPENDED):
         raise _SessionEnded(ENDED[session.status].code)
     if session.status != KeySession.Status.ACTIVE or not session.keys_blob:
@@ -112,14 +118,14 @@ def _check_session(job: Job) -> None:
 
 
 def _run(job: Job) -> None:
-    _check_session(job)
+    _check_session(job, job.session)
     model = runtime.models.get(job.model_version)
     try:
         keys, loaded = runtime.keys.fetch(str(job.session_id), job.session.keys_blob)
     except (OSError, RuntimeError) as exc:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc
-    with cores.job_running() as threads:
+    with cores.job_running(job.queued_behind) as threads:
         # After the model load: the OpenMP runtime is in the process by now.
         reported = cores.set_openmp_threads(threads)
         logger.info(

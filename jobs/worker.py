@@ -98,6 +98,7 @@ def _janitor() -> None:
 @worker_process_init.connect
 def _start_janitor(**_: Any) -> None:
     _stop.clear()
+    cores.join_pool()
     runtime.sweep_load_folders()
     metrics.WORKER_PROCESSES.set(1)
     threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()

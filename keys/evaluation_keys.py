@@ -11,6 +11,7 @@ checks needs, nor could use, a secret key.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import tempfile
 from collections.abc import Iterable
@@ -74,14 +75,21 @@ def check_evaluation_keys(path: Path, expected_bytes: int) -> None:
     check_uploaded_keys(Spooled(path.stat().st_size, "", head, path=path), expected_bytes)
 
 
-def check_uploaded_keys(upload: Spooled, expected_bytes: int) -> None:
+def check_uploaded_keys(upload: Spooled, expected_bytes: int, constant_sha256: str = "") -> None:
     """Raises :class:`KeyCheckError` unless the upload holds this model's evaluation keys, and
-    :class:`CheckerBusy` when every checker slot of this process stayed taken."""
+    :class:`CheckerBusy` when every checker slot of this process stayed taken.
+
+    ``constant_sha256`` is the digest of the keys every keygen makes for a model whose keys
+    are constant: an upload with that digest is those very bytes (made by Concrete itself at
+    registration), so no checker process is started for it. Anything else is checked in full.
+    """
     check_declared_size(upload.size, expected_bytes)
     problem = framing_problem(upload.head, upload.size)
     if problem is not None:
         message = f"The body is not serialized Concrete evaluation keys: {problem}."
         raise KeyCheckError("invalid_evaluation_keys", message)
+    if constant_sha256 and hmac.compare_digest(upload.sha256, constant_sha256):
+        return
     memory = settings.MOAI_KEY_CHECK_MEMORY_FACTOR * expected_bytes + settings.MOAI_KEY_CHECK_BASE_MB * 1024 * 1024
     if upload.path is not None:
         verdict = checker.check(upload.path, memory, settings.MOAI_KEY_CHECK_SECONDS)

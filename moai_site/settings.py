@@ -165,8 +165,9 @@ TEMPLATES = [
 _database_url = env_str("DATABASE_URL")
 if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
-    # A connection kept open across requests is checked before reuse, so a database
-    # restart costs one reconnect instead of one failed request per process.
+    # A connection kept open across requests is checked before reuse once it has sat idle
+    # (moai_site.postgresql), so a database restart costs one reconnect instead of one failed
+    # request per process.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Readiness must answer within seconds, not wait on a dead server's TCP timeout.
@@ -184,9 +185,12 @@ else:
 # owner (DATABASE_URL there): the service's own role, which gets least privilege (docs/runbook.md).
 MOAI_SERVICE_DATABASE_URL = env_str("MOAI_SERVICE_DATABASE_URL") or None
 # django-prometheus's wrappers of the same backends add query and connection metrics.
-_ENGINE = DATABASES["default"]["ENGINE"]
-if _ENGINE in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
-    DATABASES["default"]["ENGINE"] = _ENGINE.replace("django.db.backends", "django_prometheus.db.backends")
+# PostgreSQL's also health-checks only connections that sat idle (moai_site.postgresql).
+_ENGINES = {
+    "django.db.backends.postgresql": "moai_site.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = _ENGINES.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL") or None

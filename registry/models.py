@@ -28,6 +28,10 @@ class ModelVersion(models.Model):
     # True when every keygen yields the same evaluation keys (no key material, e.g. a
     # linear model): a key rotation then cannot require "fresh" keys for this model.
     evaluation_keys_constant = models.BooleanField(default=False)
+    # The SHA-256 of those constant keys ("" otherwise, or for versions registered before it
+    # was kept): an upload with this digest is the keys every keygen makes, checked by Python
+    # byte for byte through the digest, so it needs no checker process (keys.evaluation_keys).
+    evaluation_keys_sha256 = models.CharField(max_length=64, blank=True)
     # What the data owner applies to raw rows before encrypting (a skops file, blob name;
     # "" for none), and the raw features' names in order ([] when not given).
     preprocessing = models.CharField(max_length=300, blank=True)

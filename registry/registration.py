@@ -35,6 +35,8 @@ class BundleFacts:
     # Some circuits (linear models: no bootstrapping) need no evaluation-key material:
     # every keygen then serializes to the same bytes, and keys cannot be told apart.
     evaluation_keys_constant: bool
+    # The digest of those constant keys; "" when keys differ per keygen.
+    evaluation_keys_sha256: str = ""
     # The zeros encrypted under the throwaway key (deleted with it): a session's warm-up input.
     warmup_input: bytes = b""
 
@@ -93,6 +95,7 @@ def measure_bundle(folder: Path) -> BundleFacts:
         input_features=n_features,
         server_sha256=sha256_file(folder / "server.zip"),
         evaluation_keys_constant=constant,
+        evaluation_keys_sha256=hashlib.sha256(keys).hexdigest() if constant else "",
         warmup_input=ciphertext,
     )
 

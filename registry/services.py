@@ -65,6 +65,7 @@ def register_model(
                 output_ciphertext_bytes=facts.output_ciphertext_bytes,
                 input_features=facts.input_features,
                 evaluation_keys_constant=facts.evaluation_keys_constant,
+                evaluation_keys_sha256=facts.evaluation_keys_sha256,
                 preprocessing=stored[2] if prep else "",
                 preprocessing_sha256=prep.sha256 if prep else "",
                 feature_names=names,

@@ -76,7 +76,7 @@ def open_session(
     """
     _check_session_cap(client)
     try:
-        check_uploaded_keys(upload, model_version.evaluation_keys_bytes)
+        check_uploaded_keys(upload, model_version.evaluation_keys_bytes, model_version.evaluation_keys_sha256)
         chunks = b"" if model_version.evaluation_keys_constant else fingerprints_of(upload.chunks())
         if chunks and keys_were_revoked(client, model_version, upload.sha256, chunks):
             raise KeyCheckError(

@@ -138,3 +138,27 @@ def test_keys_are_deserialized_in_a_process_of_their_own_and_a_crash_costs_one_u
     fine = checker.recent[-1]
     assert (fine.problem, fine.exit_code) == (None, 0)
     assert len({crashed.pid, fine.pid, os.getpid()}) == 3  # one process per check
+
+
+def test_keys_every_keygen_makes_alike_need_no_checker_process_and_others_still_get_one(
+    alice, logreg, bundles, monkeypatch
+):
+    """A linear model's keys are the same bytes for every keygen: registration keeps their
+    digest, and an upload with that digest is those very bytes, made by Concrete, so no checker
+    process is started for it (the first upload to a fresh web process pays no process start).
+    Any other body of that size is checked in a process as before."""
+    from keys.evaluation_keys import checker
+
+    assert logreg.evaluation_keys_constant
+    assert len(logreg.evaluation_keys_sha256) == 64
+    checks: list[str] = []
+    for method in ("check", "check_stream"):
+        real = getattr(checker, method)
+        monkeypatch.setattr(checker, method, lambda *a, _real=real, _m=method, **k: checks.append(_m) or _real(*a, **k))
+    keys = bundles[logreg.name].evaluation_keys
+    response = post_bytes(alice.http, f"/api/v1/models/{logreg.name}/sessions", keys)
+    assert response.status_code == 201, response.content
+    assert checks == []
+    altered = keys[:-1] + bytes([keys[-1] ^ 1])
+    post_bytes(alice.http, f"/api/v1/models/{logreg.name}/sessions", altered)
+    assert len(checks) == 1

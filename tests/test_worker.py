@@ -191,9 +191,24 @@ def test_an_error_in_one_input_stops_the_batch_after_the_running_ones(monkeypatc
     assert finished == [index for index in started if index != 0]
 
 
-def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(two_sessions_jobs, mallory, monkeypatch):
+def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(
+    two_sessions_jobs,
+    mallory,
+    make_tenant,
+    logreg,
+    open_session,
+    bundles,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+):
     """The turn is read, then the client's oldest job: another process may take that job in between.
-    The message must still take a queued job, or that job is left without a turn (seen under load)."""
+    The message must still take a queued job, or that job is left without a turn (seen under load).
+    A second client's queued job makes the claim work out whose turn it is."""
+    carol = make_tenant("carol")
+    with django_capture_on_commit_callbacks(execute=False):
+        context_id = open_session(carol, logreg)
+        response = post_bytes(carol.http, f"/api/v1/sessions/{context_id}/jobs", bundles[logreg.name].encrypt(0))
+    assert response.status_code == 202, response.content
     real_turn = services._client_whose_turn_it_is
     calls = []
 
@@ -207,4 +222,12 @@ def test_a_message_whose_chosen_client_was_served_meanwhile_takes_another_job(tw
     assert claimed is not None
     assert claimed.status == "running"
     assert len(calls) == 2
-    assert Job.objects.filter(status="queued").count() == 1
+    assert Job.objects.filter(status="queued").count() == 2
+
+
+def test_a_claimed_job_knows_how_many_jobs_wait_behind_it(two_sessions_jobs):
+    """The count its thread share is worked out from (jobs.cores.company)."""
+    first = services.claim_job("message-1")
+    assert (getattr(first, "pk", None), getattr(first, "queued_behind", None)) == (two_sessions_jobs[0].pk, 1)
+    second = services.claim_job("message-2")
+    assert (getattr(second, "pk", None), getattr(second, "queued_behind", None)) == (two_sessions_jobs[1].pk, 0)

@@ -15,13 +15,13 @@ def move_content_type_back(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    """Job arrives from the app labelled ``inference`` (inference.0009) without a table
+    """Job arrives from the app labelled ``inference`` (inference.0010) without a table
     being touched: ``inference_job`` keeps its rows, indexes and constraints."""
 
     initial = True
 
     dependencies = [
-        ('inference', '0009_job_moves_to_jobs'),
+        ('inference', '0010_job_moves_to_jobs'),
         ('key_sessions', '0004_suspension'),
         ('keys', '0003_api_client_verbose_name'),
         ('contenttypes', '0002_remove_content_type_name'),

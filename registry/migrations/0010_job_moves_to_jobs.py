@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
     it is, with its rows, and jobs.Job keeps using it."""
 
     dependencies = [
-        ('inference', '0008_model_warmup_input'),
+        ('inference', '0009_model_constant_keys_digest'),
     ]
 
     operations = [

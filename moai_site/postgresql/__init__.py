@@ -1,0 +1,1 @@
+"""The PostgreSQL backend the service runs on (``DATABASES["default"]["ENGINE"]``); see ``base``."""
