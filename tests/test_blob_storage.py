@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from django.core.management import call_command
 
 from inference import blobs
 from inference.models import Job
+from ops.audit_checkpoints import checkpoint_name
 from ops.models import AuditRecord
 from scripts.s3local import BUCKET, LocalS3
 from sessions.models import KeySession
@@ -226,3 +229,59 @@ def test_a_name_already_stored_is_never_overwritten(bucket):
     with pytest.raises(FileExistsError):
         blobs.save_bytes("jobs/x/input-00000.bin", b"second")
     assert blobs.read_bytes("jobs/x/input-00000.bin") == b"first"
+
+
+def store_requests(server: LocalS3, bucket: Any, since: int) -> list[str]:
+    """The requests moto's server logged past line ``since`` for this test's prefix: "GET keys/x.bin", ...
+
+    Counted where they arrive, at the store, so that a request made by any client (the
+    service's shared one, django-storages' own per-thread one) is seen.
+    """
+    assert server.log is not None
+    time.sleep(0.3)  # the server logs a request just after answering it
+    lines = server.log.read_text().splitlines()[since:]
+    marker = f"/{BUCKET}/{bucket.prefix}/"
+    found = []
+    for line in lines:
+        match = re.search(r'"(\w+) (\S+) HTTP', line)
+        if match and marker in match.group(2):
+            name = match.group(2).split(marker, 1)[1].split("?", 1)[0]
+            found.append(f"{match.group(1)} {re.sub(r'[0-9a-f-]{36}', '<id>', name)}")
+    return found
+
+
+def log_length(server: LocalS3) -> int:
+    assert server.log is not None
+    time.sleep(0.3)
+    return len(server.log.read_text().splitlines())
+
+
+def test_a_warm_job_makes_five_requests_to_the_store(
+    server, bucket, alice, logreg, open_session, bundles, django_capture_on_commit_callbacks
+):
+    context_id = open_session(alice, logreg)
+    url = f"/api/v1/sessions/{context_id}/jobs"
+    with django_capture_on_commit_callbacks(execute=True):
+        first = post_bytes(alice.http, url, bundles[LOGREG].encrypt(0))  # keys and model files fetched here
+    assert Job.objects.get(pk=first.json()["job_id"]).status == "succeeded"
+    since = log_length(server)
+    with django_capture_on_commit_callbacks(execute=True):
+        submitted = post_bytes(alice.http, url, bundles[LOGREG].encrypt(1))
+    job = Job.objects.get(pk=submitted.json()["job_id"])
+    assert job.status == "succeeded", job.error_code
+    result = alice.http.get(f"/api/v1/jobs/{job.pk}/result")
+    assert result.status_code == 200
+    output = b"".join(result.streaming_content)
+    assert int(result["Content-Length"]) == len(output) > 0
+    checkpoint = checkpoint_name(AuditRecord.objects.get(action="job.submitted", target_id=str(job.pk)).seq)
+    # Each one written or read once: no HEAD before a read or a write, no delete before a
+    # write of a name that is new by construction, and no key or model file (the worker's caches).
+    assert sorted(store_requests(server, bucket, since)) == sorted(
+        [
+            "PUT jobs/<id>/input-00000.bin",  # web: the submitted ciphertext
+            f"PUT {checkpoint}",  # web: the audit chain's head after job.submitted (ops.audit_checkpoints)
+            "GET jobs/<id>/input-00000.bin",  # worker: the ciphertext
+            "PUT jobs/<id>/attempt-1/output-00000.bin",  # worker: the result, once per attempt
+            "GET jobs/<id>/attempt-1/output-00000.bin",  # web: the result
+        ]
+    )
