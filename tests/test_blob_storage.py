@@ -48,8 +48,15 @@ def server(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 def bucket(server: LocalS3, settings: Any, tmp_path: Path) -> Any:
     """In-process settings on the bucket, under a prefix of this test's own; the S3 client to look at it."""
-    env = server.env()
     prefix = f"blob-tests/{tmp_path.name}"
+    use_bucket(settings, server, prefix)
+    client = server.client()
+    client.prefix = prefix  # type: ignore[attr-defined]
+    return client
+
+
+def use_bucket(settings: Any, server: LocalS3, prefix: str) -> None:
+    env = server.env()
     settings.MOAI_BLOB_STORAGE = "s3"
     settings.STORAGES = {
         **settings.STORAGES,
@@ -70,9 +77,6 @@ def bucket(server: LocalS3, settings: Any, tmp_path: Path) -> Any:
             },
         },
     }
-    client = server.client()
-    client.prefix = prefix  # type: ignore[attr-defined]
-    return client
 
 
 def listing(bucket: Any) -> dict[str, dict[str, Any]]:
@@ -285,3 +289,92 @@ def test_a_warm_job_makes_five_requests_to_the_store(
             "GET jobs/<id>/attempt-1/output-00000.bin",  # web: the result
         ]
     )
+
+
+# Outages: the store is stopped for real (moto's server terminated: connections refused).
+# The store is the edge of the system, and a store that stops answering is what an outage
+# is from the service's side; one of this test's own, since the shared one must stay up.
+@pytest.fixture
+def own_server(settings: Any, tmp_path: Path) -> Iterator[LocalS3]:
+    with LocalS3(tmp_path / "moto.log") as started:
+        use_bucket(settings, started, "outage")
+        yield started
+
+
+def assert_store_unavailable(response: Any) -> None:
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["dependency"] == "blob storage"
+    assert response["Retry-After"] == "5"
+
+
+def test_a_job_submitted_while_the_store_is_away_is_a_503(own_server, alice, logreg, open_session, bundles):
+    context_id = open_session(alice, logreg)
+    own_server.stop()
+    started = time.monotonic()
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", bundles[LOGREG].encrypt(0))
+    assert_store_unavailable(response)
+    assert time.monotonic() - started < 10  # a few quick retries, not botocore's 60 s timeouts
+    assert not Job.objects.exists()  # the input was never stored, so no job either
+
+
+@pytest.mark.parametrize("when", ["before the upload", "during the check"])
+def test_keys_uploaded_while_the_store_is_away_are_a_503(own_server, alice, tree, bundles, monkeypatch, when):
+    if when == "before the upload":
+        own_server.stop()
+    else:
+        # Stopped once the body is in the bucket, before the checks read it back from there.
+        from inference import uploads
+
+        stored = blobs.receive
+
+        def receive_then_outage(name: str, stream: Iterator[bytes]) -> int:
+            size = stored(name, stream)
+            own_server.stop()
+            return size
+
+        monkeypatch.setattr(uploads.blobs, "receive", receive_then_outage)
+    response = post_bytes(alice.http, f"/api/v1/models/{TREE}/sessions", bundles[TREE].evaluation_keys)
+    assert_store_unavailable(response)
+    assert not KeySession.objects.exists()
+    assert not AuditRecord.objects.filter(action__startswith="session.").exists()  # nothing was decided
+
+
+def test_the_sweep_removes_keys_of_no_open_session_and_unfinished_uploads(
+    bucket, alice, logreg, open_session, settings
+):
+    settings.MOAI_ORPHAN_KEYS_SECONDS = 2
+    held = f"keys/{open_session(alice, logreg)}.bin"
+    ended = open_session(alice, logreg)
+    # A session whose erasure the store failed: its row ended, its keys object stayed.
+    orphan_of_ended = f"keys/{ended}.bin"
+    KeySession.objects.filter(pk=ended).update(status=KeySession.Status.INVALIDATED, keys_blob="")
+    # What a web process that died mid-upload leaves: keys of no session, and parts of no object.
+    died_after_upload = "keys/00000000-0000-4000-8000-000000000001.bin"
+    blobs.save_bytes(died_after_upload, b"k" * 100)
+    died_in_upload = f"{bucket.prefix}/keys/00000000-0000-4000-8000-000000000002.bin"
+    upload_id = bucket.create_multipart_upload(Bucket=BUCKET, Key=died_in_upload)["UploadId"]
+    bucket.upload_part(Bucket=BUCKET, Key=died_in_upload, UploadId=upload_id, PartNumber=1, Body=b"p" * 100)
+    time.sleep(3)  # all of them older than the bound now
+    in_flight = "keys/00000000-0000-4000-8000-000000000003.bin"  # an upload whose session is being opened
+    blobs.save_bytes(in_flight, b"k" * 100)
+    not_keys = "jobs/x/input-00000.bin"
+    blobs.save_bytes(not_keys, b"c" * 100)
+
+    out = io.StringIO()
+    call_command("expire_sessions", stdout=out)
+    assert "removed 3 orphaned key blob(s) or upload(s)" in out.getvalue()
+    left = listing(bucket)
+    assert {held, in_flight, not_keys} <= set(left)
+    assert not {orphan_of_ended, died_after_upload} & set(left)
+    assert unfinished_uploads(bucket) == []
+    audited = set(AuditRecord.objects.filter(action__startswith="keys.").values_list("action", "target_id"))
+    assert audited == {
+        ("keys.orphan_deleted", orphan_of_ended),
+        ("keys.orphan_deleted", died_after_upload),
+        ("keys.upload_aborted", died_in_upload.removeprefix(bucket.prefix + "/")),
+    }
+    # Once done, nothing more: a second sweep finds nothing to remove.
+    out = io.StringIO()
+    call_command("expire_sessions", stdout=out)
+    assert "removed 0 orphaned" in out.getvalue()
