@@ -15,6 +15,7 @@ import hashlib
 import io
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,7 +248,8 @@ def store_requests(server: LocalS3, bucket: Any, since: int) -> list[str]:
     marker = f"/{BUCKET}/{bucket.prefix}/"
     found = []
     for line in lines:
-        match = re.search(r'"(\w+) (\S+) HTTP', line)
+        # Werkzeug colours the lines of answers other than 200 (a 204 DELETE, a 404 HEAD).
+        match = re.search(r'"(\w+) (\S+) HTTP', re.sub(r"\x1b\[[0-9;]*m", "", line))
         if match and marker in match.group(2):
             name = match.group(2).split(marker, 1)[1].split("?", 1)[0]
             found.append(f"{match.group(1)} {re.sub(r'[0-9a-f-]{36}', '<id>', name)}")
@@ -378,3 +380,19 @@ def test_the_sweep_removes_keys_of_no_open_session_and_unfinished_uploads(
     out = io.StringIO()
     call_command("expire_sessions", stdout=out)
     assert "removed 0 orphaned" in out.getvalue()
+
+
+def test_one_client_serves_every_thread_of_a_process(bucket):
+    # django-storages makes a boto3 session and client per thread; a web request thread or a
+    # batch's input thread would each load boto3's service model and open connections anew.
+    here = blobs._s3_client()
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(blobs._s3_client()))
+    thread.start()
+    thread.join()
+    assert seen == [here]
+    for index in range(4):  # and its connections are kept: one, for requests one after the other
+        blobs.save_bytes(f"jobs/x/input-{index:05d}.bin", b"c")
+        blobs.read_bytes(f"jobs/x/input-{index:05d}.bin")
+    pools = here._endpoint.http_session._manager.pools
+    assert sum(pool.num_connections for pool in pools._container.values()) == 1
