@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import services, uploads, waits
+from inference import blobs, services, uploads, waits
 from inference.ciphertexts import body_limit, check_inputs
 from inference.models import Job, ModelVersion
 from inference.representations import job_json, model_json
@@ -157,9 +157,16 @@ def _ended_submission(job: Job) -> FileResponse:
 
 
 def _output_response(job: Job, index: int) -> FileResponse:
-    if job.blobs_erased or not default_storage.exists(job.output_name(index)):  # the attempt that succeeded
-        raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
-    response = FileResponse(default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream")
+    erased = ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
+    if job.blobs_erased:
+        raise erased
+    try:
+        # Read at once, not asked about first: one request to an object store, not two or three.
+        stream, size = blobs.open_read(job.output_name(index))  # the attempt that succeeded
+    except FileNotFoundError:
+        raise erased from None
+    response = FileResponse(stream, content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
     response["X-Moai-Output-Index"] = str(index)
     return response
 

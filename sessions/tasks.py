@@ -8,5 +8,5 @@ from sessions import services
 
 
 @shared_task(name="sessions.tasks.expire_sessions")
-def expire_sessions() -> tuple[int, int]:
+def expire_sessions() -> tuple[int, int, int]:
     return services.sweep()
