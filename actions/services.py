@@ -21,6 +21,7 @@ from base import audit, blobs, rules
 from base.audit import Actor
 from jobs import services as job_services
 from keys.models import ApiClient
+from sessions import services as session_services
 from sessions.models import KeySession
 from sessions.status import ENDED
 
@@ -125,11 +126,12 @@ def expire_due_sessions(actor: Actor | None = None) -> int:
     return end_sessions(due, KeySession.Status.EXPIRED, actor or Actor.system("expiry"), "TTL passed")
 
 
-def sweep(actor: Actor | None = None) -> tuple[int, int]:
-    """The periodic sweep: expire lapsed sessions, then erase results past their retention."""
+def sweep(actor: Actor | None = None) -> tuple[int, int, int]:
+    """The periodic sweep: expire lapsed sessions, erase results past their retention, remove orphaned keys."""
     expired = expire_due_sessions(actor)
     purged = job_services.purge_expired_results(settings.MOAI_RESULT_RETENTION_SECONDS)
-    return expired, purged
+    orphans = session_services.remove_orphaned_keys(actor)
+    return expired, purged, orphans
 
 
 def ensure_current(session: KeySession) -> KeySession:

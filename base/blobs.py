@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.files import File
@@ -24,6 +26,14 @@ from django.core.files.storage import default_storage
 # S3 takes parts of 5 MiB at least (but the last); one part is what a web process holds of an upload.
 PART_BYTES = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
+# Connections one process keeps open to the store: a web process serves up to MOAI_WEB_THREADS
+# requests at once (16 by default) and a batch runs a thread per input, all on one client.
+POOL_CONNECTIONS = 32
+CONNECT_SECONDS = 5
+
+
+class StoreUnavailable(OSError):
+    """The object store did not answer (refused, timed out, a 5xx): the service's state, not the caller's."""
 
 
 def streams_uploads() -> bool:
@@ -128,22 +138,28 @@ def receive(name: str, stream: Iterable[bytes]) -> int:
     if not streams_uploads():
         raise RuntimeError("receive() streams to object storage; the filesystem backend stores local files")
     client, bucket, key = _s3_client(), _bucket(), _key(name)
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    with _as_os_errors(name):
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     parts: list[dict[str, Any]] = []
     total = 0
     try:
-        buffer = bytearray()
-        for piece in stream:
-            buffer += piece
-            total += len(piece)
-            if len(buffer) >= PART_BYTES:
+        with _as_os_errors(name):
+            buffer = bytearray()
+            for piece in stream:
+                buffer += piece
+                total += len(piece)
+                if len(buffer) >= PART_BYTES:
+                    parts.append(_upload_part(client, bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            if buffer or not parts:
                 parts.append(_upload_part(client, bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
-                buffer.clear()
-        if buffer or not parts:
-            parts.append(_upload_part(client, bucket, key, upload_id, len(parts) + 1, bytes(buffer)))
-        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+            client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
     except BaseException:
-        with contextlib.suppress(Exception):  # the original error matters more than a failed clean-up
+        # The original error matters more than a failed clean-up; parts left by a store that went
+        # away meanwhile (or a process that died here) are aborted by sweep_orphans later.
+        with contextlib.suppress(Exception):
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
     return total
@@ -190,21 +206,70 @@ def bucket_name() -> str:
 
 @contextlib.contextmanager
 def _as_os_errors(name: str) -> Iterator[None]:
-    """S3's errors as the filesystem's: callers handle a lost or unreachable blob as an OSError."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """S3's errors as the filesystem's: callers handle a lost or unreachable blob as an OSError.
+
+    A store that cannot be reached, times out or answers 5xx is :class:`StoreUnavailable`
+    (the API answers 503 ``service_unavailable``); anything else it refuses (access denied,
+    no such bucket) is a configuration fault, a plain OSError.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     try:
         yield
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise FileNotFoundError(f"no blob {name}") from exc
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise StoreUnavailable(f"blob {name}: {exc}") from exc
         raise OSError(f"blob {name}: {exc}") from exc
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise StoreUnavailable(f"blob {name}: {exc}") from exc
     except BotoCoreError as exc:
         raise OSError(f"blob {name}: {exc}") from exc
 
 
+_client_lock = threading.Lock()
+
+
 def _s3_client() -> Any:
-    return default_storage.connection.meta.client  # type: ignore[attr-defined]
+    """One S3 client per process (and storage configuration), shared by its threads.
+
+    django-storages keeps a boto3 session and resource per thread: every new thread (a
+    web request thread's first use, each thread of a batch) would load boto3's service
+    model again and open connections of its own. boto3 clients are thread-safe, so one
+    client with one connection pool serves them all. Made again after a fork: a pool's
+    sockets are not to be shared between processes.
+    """
+    storage: Any = default_storage
+    made = getattr(storage, "_moai_s3_client", None)
+    if made is not None and made[0] == os.getpid():
+        return made[1]
+    with _client_lock:
+        made = getattr(storage, "_moai_s3_client", None)
+        if made is None or made[0] != os.getpid():
+            from botocore.config import Config
+
+            client = storage._create_session().client(
+                "s3",
+                region_name=storage.region_name,
+                use_ssl=storage.use_ssl,
+                endpoint_url=storage.endpoint_url,
+                config=storage.client_config.merge(
+                    Config(
+                        max_pool_connections=POOL_CONNECTIONS,
+                        # A store that is away answers within seconds as StoreUnavailable (a 503)
+                        # instead of holding a request thread through botocore's 60 s connect
+                        # timeout and legacy retries: three tries, jittered backoff.
+                        connect_timeout=CONNECT_SECONDS,
+                        retries={"mode": "standard", "total_max_attempts": 3},
+                    )
+                ),
+                verify=storage.verify,
+            )
+            made = (os.getpid(), client)
+            storage._moai_s3_client = made
+    return made[1]
 
 
 def _bucket() -> str:
@@ -218,11 +283,94 @@ def _key(name: str) -> str:
     return str(default_storage._normalize_name(clean_name(name)))  # type: ignore[attr-defined]
 
 
+def open_read(name: str) -> tuple[IO[bytes], int]:
+    """The blob as a stream to answer a request with, and its size; FileNotFoundError if there is none.
+
+    One request to the store: asking first whether it exists (HEAD), as the storage API's
+    ``open`` does too, would double the round trips of every result download.
+    """
+    if streams_uploads():
+        with _as_os_errors(name):
+            answer = _s3_client().get_object(Bucket=_bucket(), Key=_key(name))
+        return answer["Body"], int(answer["ContentLength"])
+    handle = default_storage.open(name, "rb")
+    return handle, int(handle.size)
+
+
 def delete(name: str) -> None:
-    if name:
-        with contextlib.suppress(FileNotFoundError):
-            default_storage.delete(name)
+    """Remove the blob; nothing to remove is not an error."""
+    if not name:
+        return
+    if streams_uploads():
+        with _as_os_errors(name):  # S3 answers a delete of a missing key with success
+            _s3_client().delete_object(Bucket=_bucket(), Key=_key(name))
+        return
+    with contextlib.suppress(FileNotFoundError):
+        default_storage.delete(name)
 
 
 def exists(name: str) -> bool:
-    return bool(name) and default_storage.exists(name)
+    if not name:
+        return False
+    if streams_uploads():
+        from botocore.exceptions import ClientError
+
+        with _as_os_errors(name):
+            try:
+                _s3_client().head_object(Bucket=_bucket(), Key=_key(name))
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return False
+                raise
+        return True
+    return bool(default_storage.exists(name))
+
+
+def stored_before(prefix: str, before: datetime) -> Iterator[str]:
+    """Names of the blobs under ``prefix`` (a folder, such as ``keys/``) last written before ``before``."""
+    if streams_uploads():
+        client, bucket, base = _s3_client(), _bucket(), _key(prefix).rstrip("/") + "/"
+        with _as_os_errors(prefix):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+                for item in page.get("Contents", []):
+                    if item["LastModified"] < before:
+                        yield prefix.rstrip("/") + "/" + item["Key"].removeprefix(base)
+        return
+    try:
+        _, files = default_storage.listdir(prefix)
+    except FileNotFoundError:
+        return
+    for file in files:
+        name = prefix.rstrip("/") + "/" + file
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile: nothing to sweep
+            if default_storage.get_modified_time(name) < before:
+                yield name
+
+
+def unfinished_uploads(prefix: str, before: datetime) -> Iterator[tuple[str, str]]:
+    """(name, upload id) of the multipart uploads under ``prefix`` begun before ``before``; none on a filesystem.
+
+    An upload is aborted by :func:`receive` when it fails; one stays only if the process
+    died in it (or the store was away when it tried), and its parts are stored and billed
+    until it is aborted.
+    """
+    if not streams_uploads():
+        return
+    client, bucket, base = _s3_client(), _bucket(), _key(prefix).rstrip("/") + "/"
+    with _as_os_errors(prefix):
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=base):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < before:
+                    yield prefix.rstrip("/") + "/" + upload["Key"].removeprefix(base), upload["UploadId"]
+
+
+def abort_upload(name: str, upload_id: str) -> None:
+    """Abort a multipart upload, dropping its parts; one already gone is not an error."""
+    from botocore.exceptions import ClientError
+
+    with _as_os_errors(name):
+        try:
+            _s3_client().abort_multipart_upload(Bucket=_bucket(), Key=_key(name), UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise

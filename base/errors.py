@@ -103,16 +103,20 @@ def _error_response(exc: Exception) -> Response | None:
 
 
 def _dependency_down(exc: Exception) -> str | None:
-    """Which backing service an exception says is down: "database", "broker", or None."""
+    """Which backing service an exception says is down: "database", "broker", "blob storage", or None."""
     from django.db import InterfaceError, OperationalError
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from base.blobs import StoreUnavailable
+
     if isinstance(exc, (OperationalError, InterfaceError)):
         return "database"
     if isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeoutError)):
         return "broker"
+    if isinstance(exc, StoreUnavailable):
+        return "blob storage"
     return None
 
 

@@ -11,7 +11,8 @@ bytes on every call (how reference servers run), per model, in separate processe
 6. an expiry sweep over many sessions with tiny keys;
 and what the worker's runtime import costs (concrete.fhe against concrete.ml), and a
 batch job with its inputs side by side against one after the other.
-``--quick`` runs a reduced version (the test suite runs it so that it cannot rot).
+``--quick`` runs a reduced version (the test suite runs it so that it cannot rot); ``--only storage``
+runs part 5's storage comparison alone (blobs on the filesystem and on S3, side by side).
 """
 
 from __future__ import annotations
@@ -40,23 +41,35 @@ REDIS = os.environ.get("MOAI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes and counts (used by the tests)")
-    parser.add_argument("--output", type=Path, default=ROOT / "build" / "bench" / "results.json")
+    parser.add_argument(
+        "--only",
+        choices=["storage"],
+        help="one part alone: storage = the key upload and warm jobs with blobs on the filesystem and on S3",
+    )
+    parser.add_argument("--output", type=Path, help="default build/bench/results.json (results-PART.json with --only)")
     args = parser.parse_args()
     plan = Plan.quick() if args.quick else Plan.full()
-    data_dir = args.output.parent / ("data-quick" if args.quick else "data")
+    output = args.output or ROOT / "build" / "bench" / (f"results-{args.only}.json" if args.only else "results.json")
+    data_dir = output.parent / ("data-quick" if args.quick else "data")
     services = _prepare_environment(data_dir)
 
     import django
 
     django.setup()
-    from bench import measure
+    from bench import measure, storage
 
     results: dict[str, Any] = {"machine": _machine(), "services": services, "plan": plan.__dict__}
-    results.update(measure.run_all(plan, data_dir))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2, default=str))
-    measure.print_table(results)
-    print(f"\nJSON written to {args.output}")
+    if args.only == "storage":
+        results.update(storage.run_alone(plan, data_dir))
+    else:
+        results.update(measure.run_all(plan, data_dir))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str))
+    if args.only == "storage":
+        storage.print_lines(results["storage"])
+    else:
+        measure.print_table(results)
+    print(f"\nJSON written to {output}")
     missed = [name for name, target in results["targets"].items() if target.get("met") is False]
     if missed and not args.quick:
         print(f"targets missed: {', '.join(missed)}", file=sys.stderr)

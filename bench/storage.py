@@ -69,6 +69,22 @@ def side_by_side(plan: Any, api_key: str, folders: dict[str, Path], data_dir: Pa
     return results
 
 
+def run_alone(plan: Any, data_dir: Path) -> dict[str, Any]:
+    """``python -m bench --only storage``: what :func:`side_by_side` needs (one demo model, a client), then it."""
+    import io
+
+    from django.core.management import call_command
+
+    model = plan.models[0]
+    call_command("migrate", verbosity=0)
+    call_command("build_demo_models", f"--only={model}", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("create_client", "bench", stdout=out)
+    api_key = out.getvalue().strip().splitlines()[-1]
+    results = side_by_side(plan, api_key, {model: data_dir / "demo" / model}, data_dir)
+    return {"storage": results, "targets": {"storage": targets(results)}}
+
+
 def _register_keys_model(name: str, template: str, key_bytes: int) -> None:
     """A copy of a demo model's registration that takes keys of ``key_bytes``: only admission reads it."""
     from registry.models import ModelVersion

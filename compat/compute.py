@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from django.core.files.storage import default_storage
 from django.http import FileResponse
 
+from base import blobs
 from base.audit import Actor
 from base.errors import ApiError
 from jobs import services, waits
@@ -44,10 +44,16 @@ def compute(session: KeySession, ciphertext: Path, actor: Actor) -> FileResponse
             _FAILED_STATUS.get(code, 503), code, f"The job ended {job.status}: {job.error_message or code}.",
             job_id=str(job.pk),
         )  # fmt: skip
-    output = job.output_name(0)
-    if job.blobs_erased or not default_storage.exists(output):
-        raise ApiError(410, "result_erased", "The result was erased when its session ended.", job_id=str(job.pk))
-    return FileResponse(default_storage.open(output, "rb"), content_type="application/octet-stream")
+    erased = ApiError(410, "result_erased", "The result was erased when its session ended.", job_id=str(job.pk))
+    if job.blobs_erased:
+        raise erased
+    try:
+        stream, size = blobs.open_read(job.output_name(0))  # one request to an object store, no HEAD first
+    except FileNotFoundError:
+        raise erased from None
+    response = FileResponse(stream, content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
+    return response
 
 
 def _wait(job: Job, actor: Actor) -> None:

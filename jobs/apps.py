@@ -7,6 +7,9 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The worker's signal handlers (pool-process start and end, heartbeats, metrics);
-        # they fire only in a Celery worker. Nothing FHE-related is imported by this.
-        from jobs import worker  # noqa: F401
+        # The tasks, registered under their names in every process: jobs.services sends
+        # run_job by name, and a process that never imported the task module would publish
+        # it to the broker even where tasks run in place (CELERY_TASK_ALWAYS_EAGER, the tests).
+        # The worker's signal handlers (pool-process start and end, heartbeats, metrics)
+        # fire only in a Celery worker. Nothing FHE-related is imported by either.
+        from jobs import tasks, worker  # noqa: F401

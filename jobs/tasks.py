@@ -139,9 +139,9 @@ def _run_inputs(job: Job, model: runtime.LoadedModel, keys: Any, threads: int) -
 
     def run_input(index: int) -> None:
         output = model.run(blobs.read_bytes(job.input_name(index)), keys)
-        name = job.output_name(index, job.attempts)
-        blobs.delete(name)  # a redelivered message of this same attempt may have left one
-        blobs.save_bytes(name, output)
+        # Each claim numbers a new attempt (services.claim_job), so this name is new: a message
+        # delivered again claims the job again under the next number, never this one.
+        blobs.save_bytes(job.output_name(index, job.attempts), output)
 
     # The session may end while a batch runs: it is checked again between rounds.
     parallel = runtime.batch_parallelism(job.input_count, threads)

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from base import uploads
+from base import blobs, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
 from jobs import services, waits
@@ -160,9 +160,16 @@ def _ended_submission(job: Job) -> FileResponse:
 
 
 def _output_response(job: Job, index: int) -> FileResponse:
-    if job.blobs_erased or not default_storage.exists(job.output_name(index)):  # the attempt that succeeded
-        raise ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
-    response = FileResponse(default_storage.open(job.output_name(index), "rb"), content_type="application/octet-stream")
+    erased = ApiError(410, "result_erased", "The result was erased when its session ended or retention passed.")
+    if job.blobs_erased:
+        raise erased
+    try:
+        # Read at once, not asked about first: one request to an object store, not two or three.
+        stream, size = blobs.open_read(job.output_name(index))  # the attempt that succeeded
+    except FileNotFoundError:
+        raise erased from None
+    response = FileResponse(stream, content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
     response["X-Moai-Output-Index"] = str(index)
     return response
 

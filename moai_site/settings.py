@@ -55,6 +55,9 @@ MOAI_KEY_CHECKS = env_int("MOAI_KEY_CHECKS", 2, minimum=1)
 MOAI_KEY_CHECK_SECONDS = env_float("MOAI_KEY_CHECK_SECONDS", 30.0, minimum=1.0)
 MOAI_KEY_CHECK_MEMORY_FACTOR = env_int("MOAI_KEY_CHECK_MEMORY_FACTOR", 4, minimum=1)
 MOAI_KEY_CHECK_BASE_MB = env_int("MOAI_KEY_CHECK_BASE_MB", 256, minimum=16)
+# Keys stored with no open session (a web process died mid-upload, a store failed an erasure)
+# are removed by the expiry sweep once this old: longer than an upload and its checks take.
+MOAI_ORPHAN_KEYS_SECONDS = env_int("MOAI_ORPHAN_KEYS_SECONDS", 3600, minimum=60)
 # A warm key object holds about 8x its serialized size (DESIGN.md), so the cache
 # is bounded by that estimate, not by the bytes on disk.
 MOAI_KEY_CACHE_BYTES = env_int("MOAI_KEY_CACHE_BYTES", 4 * 1024 * 1024 * 1024, minimum=0)

@@ -175,3 +175,41 @@ def keys_were_revoked(client: ApiClient, model_version: ModelVersion, fingerprin
         shared_share(chunks, bytes(old)) >= NEAR_DUPLICATE_SHARE
         for old in same_model.values_list("key_chunks", flat=True).iterator()
     )
+
+
+# Key blobs looked up against the sessions table per query.
+ORPHAN_BATCH = 500
+
+
+def remove_orphaned_keys(actor: Actor | None = None) -> int:
+    """Abort key uploads and delete key blobs that no open session holds, once older than
+    ``MOAI_ORPHAN_KEYS_SECONDS``; returns how many, each audited.
+
+    They are what a web process leaves when it dies (or the store goes away) between
+    receiving keys and committing their session, or a store that failed a session's
+    erasure: keys of no session, kept nowhere else, that nobody would ever delete. The
+    age bound spares uploads in flight: keys are stored before their checks end and their
+    session row exists, and that takes at most the upload plus MOAI_KEY_CHECK_SECONDS.
+    """
+    actor = actor or Actor.system("expiry")
+    before = timezone.now() - timedelta(seconds=settings.MOAI_ORPHAN_KEYS_SECONDS)
+    entries: list[audit.Entry] = []
+    for name, upload_id in list(blobs.unfinished_uploads("keys/", before)):
+        blobs.abort_upload(name, upload_id)
+        entries.append(audit.Entry(actor, "keys.upload_aborted", "blob", name, "no session: upload never finished"))
+    old = list(blobs.stored_before("keys/", before))
+    for start in range(0, len(old), ORPHAN_BATCH):
+        names = old[start : start + ORPHAN_BATCH]
+        held = set(
+            KeySession.objects.filter(keys_blob__in=names, status__in=KeySession.OPEN).values_list(
+                "keys_blob", flat=True
+            )
+        )
+        for name in names:
+            if name not in held:
+                blobs.delete(name)
+                entries.append(audit.Entry(actor, "keys.orphan_deleted", "blob", name, "no open session holds it"))
+    if entries:
+        audit.record_many(entries)
+        logger.warning("orphaned keys removed", extra={"blobs": len(entries)})
+    return len(entries)

@@ -8,5 +8,5 @@ from actions import services as actions
 
 
 @shared_task(name="sessions.tasks.expire_sessions")
-def expire_sessions() -> tuple[int, int]:
+def expire_sessions() -> tuple[int, int, int]:
     return actions.sweep()

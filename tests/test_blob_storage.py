@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from django.core import checks
 from django.core.management import call_command
 
 from base import blobs
+from base.audit_checkpoints import checkpoint_name
 from base.models import AuditRecord
 from jobs.models import Job
 from scripts.s3local import BUCKET, LocalS3
@@ -45,8 +49,15 @@ def server(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture
 def bucket(server: LocalS3, settings: Any, tmp_path: Path) -> Any:
     """In-process settings on the bucket, under a prefix of this test's own; the S3 client to look at it."""
-    env = server.env()
     prefix = f"blob-tests/{tmp_path.name}"
+    use_bucket(settings, server, prefix)
+    client = server.client()
+    client.prefix = prefix  # type: ignore[attr-defined]
+    return client
+
+
+def use_bucket(settings: Any, server: LocalS3, prefix: str) -> None:
+    env = server.env()
     settings.MOAI_BLOB_STORAGE = "s3"
     settings.STORAGES = {
         **settings.STORAGES,
@@ -67,9 +78,6 @@ def bucket(server: LocalS3, settings: Any, tmp_path: Path) -> Any:
             },
         },
     }
-    client = server.client()
-    client.prefix = prefix  # type: ignore[attr-defined]
-    return client
 
 
 def listing(bucket: Any) -> dict[str, dict[str, Any]]:
@@ -226,3 +234,165 @@ def test_a_name_already_stored_is_never_overwritten(bucket):
     with pytest.raises(FileExistsError):
         blobs.save_bytes("jobs/x/input-00000.bin", b"second")
     assert blobs.read_bytes("jobs/x/input-00000.bin") == b"first"
+
+
+def store_requests(server: LocalS3, bucket: Any, since: int) -> list[str]:
+    """The requests moto's server logged past line ``since`` for this test's prefix: "GET keys/x.bin", ...
+
+    Counted where they arrive, at the store, so that a request made by any client (the
+    service's shared one, django-storages' own per-thread one) is seen.
+    """
+    assert server.log is not None
+    time.sleep(0.3)  # the server logs a request just after answering it
+    lines = server.log.read_text().splitlines()[since:]
+    marker = f"/{BUCKET}/{bucket.prefix}/"
+    found = []
+    for line in lines:
+        # Werkzeug colours the lines of answers other than 200 (a 204 DELETE, a 404 HEAD).
+        match = re.search(r'"(\w+) (\S+) HTTP', re.sub(r"\x1b\[[0-9;]*m", "", line))
+        if match and marker in match.group(2):
+            name = match.group(2).split(marker, 1)[1].split("?", 1)[0]
+            found.append(f"{match.group(1)} {re.sub(r'[0-9a-f-]{36}', '<id>', name)}")
+    return found
+
+
+def log_length(server: LocalS3) -> int:
+    assert server.log is not None
+    time.sleep(0.3)
+    return len(server.log.read_text().splitlines())
+
+
+def test_a_warm_job_makes_five_requests_to_the_store(
+    server, bucket, alice, logreg, open_session, bundles, django_capture_on_commit_callbacks
+):
+    context_id = open_session(alice, logreg)
+    url = f"/api/v1/sessions/{context_id}/jobs"
+    with django_capture_on_commit_callbacks(execute=True):
+        first = post_bytes(alice.http, url, bundles[LOGREG].encrypt(0))  # keys and model files fetched here
+    assert Job.objects.get(pk=first.json()["job_id"]).status == "succeeded"
+    since = log_length(server)
+    with django_capture_on_commit_callbacks(execute=True):
+        submitted = post_bytes(alice.http, url, bundles[LOGREG].encrypt(1))
+    job = Job.objects.get(pk=submitted.json()["job_id"])
+    assert job.status == "succeeded", job.error_code
+    result = alice.http.get(f"/api/v1/jobs/{job.pk}/result")
+    assert result.status_code == 200
+    output = b"".join(result.streaming_content)
+    assert int(result["Content-Length"]) == len(output) > 0
+    checkpoint = checkpoint_name(AuditRecord.objects.get(action="job.submitted", target_id=str(job.pk)).seq)
+    # Each one written or read once: no HEAD before a read or a write, no delete before a
+    # write of a name that is new by construction, and no key or model file (the worker's caches).
+    assert sorted(store_requests(server, bucket, since)) == sorted(
+        [
+            "PUT jobs/<id>/input-00000.bin",  # web: the submitted ciphertext
+            f"PUT {checkpoint}",  # web: the audit chain's head after job.submitted (base.audit_checkpoints)
+            "GET jobs/<id>/input-00000.bin",  # worker: the ciphertext
+            "PUT jobs/<id>/attempt-1/output-00000.bin",  # worker: the result, once per attempt
+            "GET jobs/<id>/attempt-1/output-00000.bin",  # web: the result
+        ]
+    )
+
+
+# Outages: the store is stopped for real (moto's server terminated: connections refused).
+# The store is the edge of the system, and a store that stops answering is what an outage
+# is from the service's side; one of this test's own, since the shared one must stay up.
+@pytest.fixture
+def own_server(settings: Any, tmp_path: Path) -> Iterator[LocalS3]:
+    with LocalS3(tmp_path / "moto.log") as started:
+        use_bucket(settings, started, "outage")
+        yield started
+
+
+def assert_store_unavailable(response: Any) -> None:
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.json()["error"]["dependency"] == "blob storage"
+    assert response["Retry-After"] == "5"
+
+
+def test_a_job_submitted_while_the_store_is_away_is_a_503(own_server, alice, logreg, open_session, bundles):
+    context_id = open_session(alice, logreg)
+    own_server.stop()
+    started = time.monotonic()
+    response = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs", bundles[LOGREG].encrypt(0))
+    assert_store_unavailable(response)
+    assert time.monotonic() - started < 10  # a few quick retries, not botocore's 60 s timeouts
+    assert not Job.objects.exists()  # the input was never stored, so no job either
+
+
+@pytest.mark.parametrize("when", ["before the upload", "during the check"])
+def test_keys_uploaded_while_the_store_is_away_are_a_503(own_server, alice, tree, bundles, monkeypatch, when):
+    if when == "before the upload":
+        own_server.stop()
+    else:
+        # Stopped once the body is in the bucket, before the checks read it back from there.
+        from base import uploads
+
+        stored = blobs.receive
+
+        def receive_then_outage(name: str, stream: Iterator[bytes]) -> int:
+            size = stored(name, stream)
+            own_server.stop()
+            return size
+
+        monkeypatch.setattr(uploads.blobs, "receive", receive_then_outage)
+    response = post_bytes(alice.http, f"/api/v1/models/{TREE}/sessions", bundles[TREE].evaluation_keys)
+    assert_store_unavailable(response)
+    assert not KeySession.objects.exists()
+    assert not AuditRecord.objects.filter(action__startswith="session.").exists()  # nothing was decided
+
+
+def test_the_sweep_removes_keys_of_no_open_session_and_unfinished_uploads(
+    bucket, alice, logreg, open_session, settings
+):
+    settings.MOAI_ORPHAN_KEYS_SECONDS = 2
+    held = f"keys/{open_session(alice, logreg)}.bin"
+    ended = open_session(alice, logreg)
+    # A session whose erasure the store failed: its row ended, its keys object stayed.
+    orphan_of_ended = f"keys/{ended}.bin"
+    KeySession.objects.filter(pk=ended).update(status=KeySession.Status.INVALIDATED, keys_blob="")
+    # What a web process that died mid-upload leaves: keys of no session, and parts of no object.
+    died_after_upload = "keys/00000000-0000-4000-8000-000000000001.bin"
+    blobs.save_bytes(died_after_upload, b"k" * 100)
+    died_in_upload = f"{bucket.prefix}/keys/00000000-0000-4000-8000-000000000002.bin"
+    upload_id = bucket.create_multipart_upload(Bucket=BUCKET, Key=died_in_upload)["UploadId"]
+    bucket.upload_part(Bucket=BUCKET, Key=died_in_upload, UploadId=upload_id, PartNumber=1, Body=b"p" * 100)
+    time.sleep(3)  # all of them older than the bound now
+    in_flight = "keys/00000000-0000-4000-8000-000000000003.bin"  # an upload whose session is being opened
+    blobs.save_bytes(in_flight, b"k" * 100)
+    not_keys = "jobs/x/input-00000.bin"
+    blobs.save_bytes(not_keys, b"c" * 100)
+
+    out = io.StringIO()
+    call_command("expire_sessions", stdout=out)
+    assert "removed 3 orphaned key blob(s) or upload(s)" in out.getvalue()
+    left = listing(bucket)
+    assert {held, in_flight, not_keys} <= set(left)
+    assert not {orphan_of_ended, died_after_upload} & set(left)
+    assert unfinished_uploads(bucket) == []
+    audited = set(AuditRecord.objects.filter(action__startswith="keys.").values_list("action", "target_id"))
+    assert audited == {
+        ("keys.orphan_deleted", orphan_of_ended),
+        ("keys.orphan_deleted", died_after_upload),
+        ("keys.upload_aborted", died_in_upload.removeprefix(bucket.prefix + "/")),
+    }
+    # Once done, nothing more: a second sweep finds nothing to remove.
+    out = io.StringIO()
+    call_command("expire_sessions", stdout=out)
+    assert "removed 0 orphaned" in out.getvalue()
+
+
+def test_one_client_serves_every_thread_of_a_process(bucket):
+    # django-storages makes a boto3 session and client per thread; a web request thread or a
+    # batch's input thread would each load boto3's service model and open connections anew.
+    here = blobs._s3_client()
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(blobs._s3_client()))
+    thread.start()
+    thread.join()
+    assert seen == [here]
+    for index in range(4):  # and its connections are kept: one, for requests one after the other
+        blobs.save_bytes(f"jobs/x/input-{index:05d}.bin", b"c")
+        blobs.read_bytes(f"jobs/x/input-{index:05d}.bin")
+    pools = here._endpoint.http_session._manager.pools
+    assert sum(pool.num_connections for pool in pools._container.values()) == 1

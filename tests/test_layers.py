@@ -108,3 +108,18 @@ def test_services_publish_the_job_task_by_its_registered_name():
         isinstance(n, ast.ImportFrom) and n.module == "jobs" and any(a.name == "tasks" for a in n.names)
         for n in ast.walk(ast.parse(source))
     )
+
+
+def test_a_process_that_never_imported_the_task_module_knows_the_task_by_name():
+    """Otherwise enqueue's by-name publish goes to the broker even where tasks run in place (eager)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import django; django.setup(); from celery import current_app; from jobs.services import RUN_JOB; "
+        "print(RUN_JOB in current_app.tasks)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]

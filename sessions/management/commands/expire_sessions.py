@@ -10,9 +10,13 @@ from base.audit import Actor
 
 class Command(BaseCommand):
     help = (
-        "End every session whose TTL has passed, erase its keys, and erase results past retention (beat runs it too)."
+        "End every session whose TTL has passed, erase its keys, erase results past retention, and remove keys "
+        "that no open session holds (beat runs it too)."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        expired, purged = sweep(Actor.operator("expire_sessions"))
-        self.stdout.write(f"expired {expired} session(s); erased the results of {purged} job(s) past retention")
+        expired, purged, orphans = sweep(Actor.operator("expire_sessions"))
+        self.stdout.write(
+            f"expired {expired} session(s); erased the results of {purged} job(s) past retention; "
+            f"removed {orphans} orphaned key blob(s) or upload(s)"
+        )
