@@ -12,7 +12,9 @@ bytes on every call (how reference servers run), per model, in separate processe
 and what the worker's runtime import costs (concrete.fhe against concrete.ml), and a
 batch job with its inputs side by side against one after the other.
 ``--quick`` runs a reduced version (the test suite runs it so that it cannot rot); ``--only storage``
-runs part 5's storage comparison alone (blobs on the filesystem and on S3, side by side).
+runs part 5's storage comparison alone (blobs on the filesystem and on S3, side by side), and
+``--only versus`` the default layout against the bare server (bench/versus.py) with the raw
+loops and the default layout's throughput: the latency targets' figures in about 8 minutes.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes and counts (used by the tests)")
     parser.add_argument(
         "--only",
-        choices=["storage"],
-        help="one part alone: storage = the key upload and warm jobs with blobs on the filesystem and on S3",
+        choices=["storage", "versus"],
+        help="one part alone: storage = the key upload and warm jobs with blobs on the filesystem and on S3; "
+        "versus = MOAI's default layout against the bare server, with the raw loops and throughput",
     )
     parser.add_argument("--output", type=Path, help="default build/bench/results.json (results-PART.json with --only)")
     args = parser.parse_args()
@@ -56,17 +59,23 @@ def main() -> int:
     import django
 
     django.setup()
-    from bench import measure, storage
+    from bench import measure, storage, versus
 
     results: dict[str, Any] = {"machine": _machine(), "services": services, "plan": plan.__dict__}
     if args.only == "storage":
         results.update(storage.run_alone(plan, data_dir))
+    elif args.only == "versus":
+        results.update(measure.run_versus(plan, data_dir))
     else:
         results.update(measure.run_all(plan, data_dir))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=str))
     if args.only == "storage":
         storage.print_lines(results["storage"])
+    elif args.only == "versus":
+        versus.print_lines(results["versus"], results["raw"], results["throughput"]["service_jobs_per_s"])
+        verdicts = [f"{name}: {'met' if target['met'] else 'NOT met'}" for name, target in results["targets"].items()]
+        print(f"targets: {', '.join(verdicts)}")
     else:
         measure.print_table(results)
     print(f"\nJSON written to {output}")

@@ -80,6 +80,37 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
     return results
 
 
+def run_versus(plan: Any, data_dir: Path) -> dict[str, Any]:
+    """``--only versus``: the raw loops, MOAI's default layout against the bare server, and
+    the default layout's throughput: the figures of the latency issue's targets alone."""
+    call_command("migrate", verbosity=0)
+    call_command("build_demo_models", *[f"--only={m}" for m in plan.models], stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("create_client", "bench", stdout=out)
+    api_key = out.getvalue().strip().splitlines()[-1]
+    folders = {m: data_dir / "demo" / m for m in plan.models}
+    raw = {m: {"threads_all": _raw(folders[m], plan.raw_runs[m], CPUS)} for m in plan.models}
+    with _stack(data_dir / "logs-latency", pool=CPUS) as stack:
+        from bench import versus
+
+        measured = versus.side_by_side(stack, api_key, plan, folders, data_dir)
+    with _stack(data_dir / "logs-throughput", pool=CPUS) as stack:
+        throughput = _throughput(stack, api_key, plan, folders, raw | _raw_one_thread(plan, folders), pool=CPUS)
+    targets = versus.targets(measured, raw, throughput["service_jobs_per_s"])
+    return {"raw": raw, "versus": measured, "throughput": throughput, "targets": targets}
+
+
+def _raw_one_thread(plan: Any, folders: dict[str, Path]) -> dict[str, Any]:
+    """The throughput model's raw loops at both thread settings (its ratio's denominator)."""
+    model = plan.throughput_model
+    return {
+        model: {
+            "threads_all": _raw(folders[model], plan.raw_runs[model], CPUS),
+            "threads_1": _raw(folders[model], plan.raw_runs[model], 1),
+        }
+    }
+
+
 def _stack(log_dir: Path, pool: int, **env: str) -> Stack:
     variables = {
         "MOAI_WORKER_POOL_SIZE": str(pool),

@@ -67,6 +67,9 @@ from moai_site.settings import *  # noqa: E402,F403
 # In-process tests run tasks inline when they choose to execute on_commit callbacks;
 # the end-to-end tests start real workers with the plain settings instead.
 CELERY_TASK_ALWAYS_EAGER = True
+# No pool process warms keys in process, so opening a session would hold for the whole wait
+# (15 s) for a notice that never comes; the end-to-end tests' workers do warm them.
+MOAI_SESSION_WARMUP_WAIT_SECONDS = 0.0
 
 # A file, not memory, so that the processes the end-to-end tests start see the same data.
 DATABASES["default"].setdefault("TEST", {})  # noqa: F405
