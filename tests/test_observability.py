@@ -9,14 +9,12 @@ from pathlib import Path
 import promql_parser
 import pytest
 import requests
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.test import Client
 
 from jobs.models import Job
 from moai_client import MoaiJobFailed
 from sessions.models import KeySession
-from tests.helpers import poll
+from tests.helpers import poll, session_with_wrong_keys
 
 RUNBOOK_QUERIES = [
     "sum(moai_queue_depth)",
@@ -57,10 +55,9 @@ def test_runbook_metrics_are_true_numbers_from_web_and_worker(stack, owner, logr
     session = owner.open_session("breast-cancer-logreg")
     for i in range(3):
         owner.predict(session, rows[i : i + 1], timeout=60)
-    broken = owner.open_session("breast-cancer-logreg")
-    keys_blob = KeySession.objects.get(pk=broken.context_id).keys_blob
-    default_storage.delete(keys_blob)
-    default_storage.save(keys_blob, ContentFile(b"\x01" * 64))  # storage damaged behind the service's back
+    # Keys damaged in storage behind the service's back (a session row written directly: an
+    # opened session's keys are warm in every pool process before its answer).
+    broken = session_with_wrong_keys(session, b"\x01" * 64)
     with pytest.raises(MoaiJobFailed) as failed:
         owner.predict(broken, rows[:1], timeout=60)
     assert failed.value.code == "evaluation_keys_unavailable"
