@@ -6,7 +6,9 @@ import io
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.util.retry import Retry
 
 from moai_client.errors import MoaiApiError
 
@@ -24,6 +26,14 @@ class _ProgressReader(io.BytesIO):
         return chunk
 
 
+# The server closes a keep-alive connection that sat idle (gunicorn after 2 s); a request sent
+# on it as it closes fails with "Remote end closed connection without response". A request that
+# changes nothing or is safe to repeat (GET, PUT, DELETE, HEAD, OPTIONS) is then sent once more,
+# on a new connection. POSTs are not resent here: whether the first one arrived is unknown, and
+# job submissions carry an Idempotency-Key for callers that retry them.
+STALE_CONNECTION_RETRY = Retry(total=1, connect=1, read=1, status=0, other=0, redirect=0, backoff_factor=0)
+
+
 class Http:
     def __init__(
         self,
@@ -39,6 +49,9 @@ class Http:
         self.timeout = timeout
         self.progress = progress
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=STALE_CONNECTION_RETRY)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.headers["User-Agent"] = "moai-client/1.0"
         self.session.verify = verify
