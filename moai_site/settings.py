@@ -332,6 +332,9 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": None}
 else:
+    from moai_site import filesystem_broker
+
+    filesystem_broker.register()  # messages written whole before the worker can see them
     _broker_dir = MOAI_DATA_DIR / "broker"
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
