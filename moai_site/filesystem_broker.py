@@ -22,7 +22,7 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, message: Any) -> None:  # type: ignore[override]  # kombu types it twice, differently
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:  # type: ignore[override]  # typed twice by kombu
         name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = final + ".part"  # "<queue>.msg.part": not a message of <queue> to the reader

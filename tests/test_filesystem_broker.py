@@ -21,6 +21,11 @@ def _connection(folder) -> Connection:
 def test_filesystem_urls_use_the_whole_message_transport(tmp_path):
     with _connection(tmp_path) as connection:
         assert isinstance(connection.default_channel, filesystem_broker.Channel)
+        # Through kombu's producer and consumer, as Celery publishes (publish passes options).
+        queue = connection.SimpleQueue("q")
+        queue.put({"n": 2})
+        assert queue.get(timeout=5).payload == {"n": 2}
+        queue.close()
 
 
 def test_no_message_file_is_visible_while_it_is_written(tmp_path, monkeypatch):
