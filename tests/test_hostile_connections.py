@@ -246,9 +246,17 @@ def test_held_waits_of_one_client_cost_other_clients_nothing(
             response = requests.get(f"{url}{paths[index % 2]}", params={"wait": 30}, headers=auth(attacker), timeout=45)
             return time.monotonic() - started, response.status_code, response.headers.get("Retry-After")
 
+        cap = settings.MOAI_MAX_WAITS_PER_CLIENT
         with ThreadPoolExecutor(HELD_WAITS) as pool:
             futures = [pool.submit(wait, i) for i in range(HELD_WAITS)]
-            time.sleep(2.0)  # every wait has arrived
+            # Every wait must have reached the server before the job can end: one that arrived
+            # after it would be answered at once with the finished job, like a held one. So the
+            # worker comes back only once all but `cap` have been answered (the refused ones), or
+            # after 20 s, when more were held than the cap allows and the assertions below fail.
+            deadline = time.monotonic() + 20
+            time.sleep(2.0)
+            while sum(f.done() for f in futures) < HELD_WAITS - cap and time.monotonic() < deadline:
+                time.sleep(0.1)
             rounds = [another_clients_calls(url, victim, victims_session, bundle) for _ in range(3)]
             stack.restart_worker()  # the job runs; the held waits wake and answer
             answers = [future.result(timeout=60) for future in futures]
@@ -260,7 +268,6 @@ def test_held_waits_of_one_client_cost_other_clients_nothing(
     # At most MOAI_MAX_WAITS_PER_CLIENT of them were held; the rest were refused a slot and answered
     # at once with the current state (200 with the job queued, 409 job_not_finished for the result)
     # and Retry-After.
-    cap = settings.MOAI_MAX_WAITS_PER_CLIENT
     refused = [a for a in answers if a[2] == "1"]
     held = [a for a in answers if a[2] is None]
     assert len(refused) + len(held) == HELD_WAITS
