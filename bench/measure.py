@@ -30,13 +30,17 @@ from scripts.stack import ROOT, Stack, free_port
 CPUS = os.cpu_count() or 1
 
 
-def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
+def prepare(models: list[str], data_dir: Path) -> tuple[str, dict[str, Path]]:
+    """A migrated database with ``models`` built and registered and a client: its API key and each model's folder."""
     call_command("migrate", verbosity=0)
-    call_command("build_demo_models", *[f"--only={m}" for m in plan.models], stdout=io.StringIO())
+    call_command("build_demo_models", *[f"--only={m}" for m in models], stdout=io.StringIO())
     out = io.StringIO()
     call_command("create_client", "bench", stdout=out)
-    api_key = out.getvalue().strip().splitlines()[-1]
-    folders = {m: data_dir / "demo" / m for m in plan.models}
+    return out.getvalue().strip().splitlines()[-1], {m: data_dir / "demo" / m for m in models}
+
+
+def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
+    api_key, folders = prepare(plan.models, data_dir)
     results: dict[str, Any] = {"raw": {}, "service": {}, "batch": {}}
     results["imports"] = {way: _imports(folders[plan.models[0]], way) for way in WAYS}
     for model in plan.models:
@@ -83,12 +87,7 @@ def run_all(plan: Any, data_dir: Path) -> dict[str, Any]:
 def run_versus(plan: Any, data_dir: Path) -> dict[str, Any]:
     """``--only versus``: the raw loops, MOAI's default layout against the bare server, and
     the default layout's throughput: the figures of the latency issue's targets alone."""
-    call_command("migrate", verbosity=0)
-    call_command("build_demo_models", *[f"--only={m}" for m in plan.models], stdout=io.StringIO())
-    out = io.StringIO()
-    call_command("create_client", "bench", stdout=out)
-    api_key = out.getvalue().strip().splitlines()[-1]
-    folders = {m: data_dir / "demo" / m for m in plan.models}
+    api_key, folders = prepare(plan.models, data_dir)
     raw = {m: {"threads_all": _raw(folders[m], plan.raw_runs[m], CPUS)} for m in plan.models}
     with _stack(data_dir / "logs-latency", pool=CPUS) as stack:
         from bench import versus
