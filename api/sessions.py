@@ -78,6 +78,7 @@ class SessionCreateView(APIView):
 
 @contextlib.contextmanager
 def key_check_errors() -> Iterator[None]:
+    """The refusals of a session's opening as API errors; compat's example-server protocols answer the same."""
     try:
         yield
     except KeyCheckError as exc:
