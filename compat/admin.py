@@ -9,11 +9,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from actions.admin import ApiClientAdmin
 from base.admin_actions import ReadOnlyAdmin, confirm_with_reason, issue_secret_once
 from base.audit import Actor
 from compat.models import CompatToken, HybridModule
 from compat.services import issue_token, retire_hybrid_model, revoke_tokens
-from keys.admin import ApiClientAdmin
 from keys.models import ApiClient
 from registry.services import newest_active
 
@@ -85,7 +85,7 @@ def issue_token_action(
 
 
 class ApiClientWithCompatAdmin(ApiClientAdmin):
-    """The API clients' admin of keys, with compat's action: keys cannot import compat."""
+    """The API clients' admin of actions, with compat's action: actions cannot import compat."""
 
     actions = [*ApiClientAdmin.actions[:2], "issue_compat_token", *ApiClientAdmin.actions[2:]]
 

@@ -21,6 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.lookup import active_session_or_error, client_actor
+from api.sessions import key_check_errors
 from base.errors import ApiError
 from base.uploads import Spooled
 from compat import compute, services
@@ -31,9 +33,7 @@ from keys.models import ApiClient
 from registry.models import ModelVersion
 from registry.services import newest_active
 from sessions import services as session_services
-from sessions.lookup import active_session_or_error, client_actor
 from sessions.models import KeySession
-from sessions.views import _key_check_errors
 
 
 class CompatView(APIView):
@@ -49,7 +49,7 @@ def _client_zip(model: ModelVersion) -> FileResponse:
 def _add_key(request: Request, model: ModelVersion, upload: Spooled) -> Response:
     client, actor = request.user, client_actor(request)
     assert isinstance(client, ApiClient)
-    with _key_check_errors():
+    with key_check_errors():
         session_services.admit_upload(client, model, upload.size, actor)
         session = session_services.open_session(client, model, upload, actor)
     return Response({"uid": str(session.id)})

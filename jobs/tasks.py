@@ -16,10 +16,10 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from actions.services import count_circuit_abort
 from base import blobs, metrics
 from base.audit import Actor
 from jobs import cores, runtime, services
+from jobs.ending import count_circuit_abort
 from jobs.models import Job
 from sessions.models import KeySession
 from sessions.status import ENDED

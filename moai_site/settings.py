@@ -107,12 +107,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI's scripts and styles, served by the project itself (no CDN).
     "drf_spectacular_sidecar",
-    # Bottom up: an app imports only apps listed before it (tests/test_layers.py).
+    # Bottom up: an app imports only apps listed before it (tests/test_layers.py). The REST
+    # API (api/, between actions and compat) is a plain package that moai_site/urls.py includes.
     "base",
     "keys",
     "registry",
     "sessions.apps.KeySessionsConfig",
     "jobs",
+    # Above jobs: operator actions (admin, commands, the sweep's beat task); listed before
+    # compat, whose admin registers ApiClient again over this app's registration.
+    "actions",
     "compat",
     "dashboards",
 ]

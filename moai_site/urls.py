@@ -6,21 +6,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from api.urls import api_v1
 from dashboards import views as dashboard_views
-from jobs import views as job_views
-from sessions import views as session_views
-
-api_v1 = [
-    path("models", job_views.ModelListView.as_view()),
-    path("models/<str:name>", job_views.ModelDetailView.as_view()),
-    path("models/<str:name>/client.zip", job_views.ModelClientBundleView.as_view()),
-    path("models/<str:name>/preprocessing.skops", job_views.ModelPreprocessingView.as_view()),
-    path("models/<str:name>/sessions", session_views.SessionCreateView.as_view()),
-    path("sessions/<str:context_id>", session_views.SessionDetailView.as_view()),
-    path("sessions/<str:context_id>/jobs", job_views.JobSubmitView.as_view()),
-    path("jobs/<str:job_id>", job_views.JobDetailView.as_view()),
-    path("jobs/<str:job_id>/result", job_views.JobResultView.as_view()),
-]
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),

@@ -1,7 +1,7 @@
 """State changes of key sessions that stay within sessions: opening one, lifting a suspension.
 Each function writes its own audit record.
 
-Ending sessions also stops their jobs, a layer above: that is in actions.services.
+Ending sessions also stops their jobs, a layer above: that is in jobs.ending.
 """
 
 from __future__ import annotations

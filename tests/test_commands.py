@@ -89,7 +89,7 @@ def test_every_management_command_of_the_project_has_a_test():
     ours = sorted(
         name
         for name, app in get_commands().items()
-        if app in {"base", "keys", "registry", "sessions", "jobs", "compat", "dashboards"}
+        if app in {"base", "keys", "registry", "sessions", "jobs", "actions", "compat", "dashboards"}
     )
     assert {"create_client", "register_model", "build_demo_models", "expire_sessions"} <= set(ours)
     test_sources = "".join(path.read_text() for path in pathlib.Path(__file__).parent.glob("test_*.py"))

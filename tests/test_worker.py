@@ -12,9 +12,8 @@ from billiard.exceptions import WorkerLostError
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from actions import services as session_services
 from base.audit import Actor
-from jobs import services, tasks, worker
+from jobs import ending, services, tasks, worker
 from jobs.models import Job
 from sessions.models import KeySession
 from tests.helpers import post_bytes
@@ -40,7 +39,7 @@ def test_a_redelivered_message_does_not_run_a_job_twice(queued_job):
 
 
 def test_a_job_of_an_ended_session_is_cancelled_and_never_runs(queued_job):
-    session_services.end_session(queued_job.session, KeySession.Status.INVALIDATED, Actor.system("t"), "incident")
+    ending.end_session(queued_job.session, KeySession.Status.INVALIDATED, Actor.system("t"), "incident")
     tasks.run_job(str(queued_job.id))
     queued_job.refresh_from_db()
     assert (queued_job.status, queued_job.error_code, queued_job.attempts) == ("cancelled", "context_invalidated", 0)

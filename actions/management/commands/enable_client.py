@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from keys.management.commands.disable_client import Command as DisableCommand
+from actions.management.commands.disable_client import Command as DisableCommand
 
 
 class Command(DisableCommand):

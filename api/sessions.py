@@ -1,4 +1,4 @@
-"""REST views for key sessions."""
+"""REST views of key sessions: open one (upload its evaluation keys), read it, close it."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from actions import services as actions
+from api.lookup import client_actor, own_session_or_404
 from base import notify, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
+from jobs.ending import end_session
 from keys.evaluation_keys import CheckerBusy, KeyCheckError
 from keys.models import ApiClient
 from registry.services import newest_active
 from sessions import services
-from sessions.lookup import client_actor, own_session_or_404
 from sessions.models import KeySession
 from sessions.serializers import SessionDetailOut, SessionOut
 
@@ -56,7 +56,7 @@ class SessionCreateView(APIView):
         client = request.user
         assert isinstance(client, ApiClient)
         actor = client_actor(request)
-        with _key_check_errors():
+        with key_check_errors():
             # Refused here, a body is never read: nothing is spooled for keys of the wrong size.
             declared = uploads.declared_length(request._request, settings.MOAI_MAX_KEY_BYTES)
             services.admit_upload(client, model, declared, actor)
@@ -77,7 +77,8 @@ class SessionCreateView(APIView):
 
 
 @contextlib.contextmanager
-def _key_check_errors() -> Iterator[None]:
+def key_check_errors() -> Iterator[None]:
+    """The refusals of a session's opening as API errors; compat's example-server protocols answer the same."""
     try:
         yield
     except KeyCheckError as exc:
@@ -108,5 +109,5 @@ class SessionDetailView(APIView):
     @extend_schema(operation_id="close_session", responses={204: None, **errors(404)})
     def delete(self, request: Request, context_id: str) -> Response:
         session = own_session_or_404(request, context_id)
-        actions.end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")
+        end_session(session, KeySession.Status.INVALIDATED, client_actor(request), "closed by the client")
         return Response(status=status.HTTP_204_NO_CONTENT)
