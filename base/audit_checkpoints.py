@@ -26,7 +26,9 @@ What a crash can lose: the head waiting (and the one being written) when the pro
 nothing before them, which the earlier checkpoints already cover. Their log lines were
 written already, and beat's minutely checkpoint of the table's head covers those records
 again. :func:`flush` waits for the writer (at process exit, and for whoever must read the
-checkpoints of this process's writes: ``verify_audit_log``, tests).
+checkpoints of this process's writes: ``verify_audit_log``, tests). A fork waits for it too,
+so that no lock of the store's client is copied held into the child, which gets a writer of
+its own (gunicorn's and Celery's workers are forked, and Celery's parent writes records).
 """
 
 from __future__ import annotations
@@ -168,6 +170,21 @@ class _Writer:
                 self._changed.wait(left)
         return True
 
+    def hold_for_fork(self, timeout: float) -> None:
+        """Let the writer finish and keep it idle until :meth:`release_after_fork`.
+
+        A fork copies every lock as it is at that moment: one the writer holds inside the
+        store's client (its connection pool, ``blobs``' client lock) would stay held forever
+        in the child, whose first request to the store would then hang.
+        """
+        deadline = time.monotonic() + timeout
+        self._changed.acquire()
+        while (self._waiting is not None or self._writing) and (left := deadline - time.monotonic()) > 0:
+            self._changed.wait(left)
+
+    def release_after_fork(self) -> None:
+        self._changed.release()
+
     def _run(self) -> None:
         while True:
             with self._changed:
@@ -189,9 +206,17 @@ def _writer() -> _Writer:
     return _current
 
 
-def _after_fork() -> None:
-    # A forked child (gunicorn's and Celery's workers) has no writer thread, and the lock or the
-    # head waiting may be the parent's half-way state: a writer of its own. The parent writes its head.
+def _before_fork() -> None:
+    _current.hold_for_fork(timeout=10.0)
+
+
+def _after_fork_in_parent() -> None:
+    _current.release_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (gunicorn's and Celery's workers) has no writer thread, and the writer's
+    # condition is held by the forking thread: a writer of its own.
     global _current
     _current = _Writer()
 
@@ -201,7 +226,7 @@ def _flush_at_exit() -> None:
         logger.error("audit checkpoints still unwritten at exit; beat checkpoints the head again")
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 atexit.register(_flush_at_exit)
 
 

@@ -295,3 +295,31 @@ def test_a_forked_child_writes_its_own_checkpoints():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_waits_for_a_checkpoint_being_written(monkeypatch):
+    """A fork copies locks as they are: one the writer holds in the store's client must not be
+    copied held, or the child's first request to the store hangs (seen: a Celery pool process
+    forked while the parent wrote the checkpoint of a failed job, on S3)."""
+    saved = blobs.save_bytes
+    writing = threading.Event()
+
+    def in_the_client(name: str, data: bytes) -> str:
+        with blobs._client_lock:  # as while the S3 client is made: a lock of the store's client held
+            writing.set()
+            time.sleep(0.5)
+            return saved(name, data)
+
+    monkeypatch.setattr(audit_checkpoints.blobs, "save_bytes", in_the_client)
+    audit_checkpoints.publish(audit_checkpoints.Head(1, "a" * 64, timezone.now()))
+    assert writing.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if blobs._client_lock.acquire(timeout=3) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert audit_checkpoints.flush()
