@@ -308,7 +308,7 @@ def test_a_fork_waits_for_a_checkpoint_being_written(monkeypatch):
         with blobs._client_lock:  # as while the S3 client is made: a lock of the store's client held
             writing.set()
             time.sleep(0.5)
-            return saved(name, data)
+        return saved(name, data)  # which may take that lock itself (S3)
 
     monkeypatch.setattr(audit_checkpoints.blobs, "save_bytes", in_the_client)
     audit_checkpoints.publish(audit_checkpoints.Head(1, "a" * 64, timezone.now()))
