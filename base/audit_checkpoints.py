@@ -12,14 +12,35 @@ outside the database:
 
 ``verify_audit_log --checkpoints`` then fails when the table ends before the last
 checkpoint or holds another digest at a checkpoint's sequence number.
+
+The log line is written at once, by the committing thread. The checkpoint file is not: an
+object store takes milliseconds a write, and every audited request would wait for it. One
+writer thread per process writes them, and only the newest head waiting: a checkpoint
+covers every record before it (the chain links them, and a table ending before any
+checkpoint fails the check), so a head overtaken before its turn is not worth a write of
+its own. Records between two written checkpoints are still checked: deleting them from the
+middle breaks the chain, deleting them with the tail leaves the table short of the later
+checkpoint. Each file is still written once under its own sequence number.
+
+What a crash can lose: the head waiting (and the one being written) when the process dies,
+nothing before them, which the earlier checkpoints already cover. Their log lines were
+written already, and beat's minutely checkpoint of the table's head covers those records
+again. :func:`flush` waits for the writer (at process exit, and for whoever must read the
+checkpoints of this process's writes: ``verify_audit_log``, tests). A fork waits for it too,
+so that no lock of the store's client is copied held into the child, which gets a writer of
+its own (gunicorn's and Celery's workers are forked, and Celery's parent writes records).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,24 +88,146 @@ def _signature(key: AuditKey, seq: int, digest: str, at: str) -> str:
     return hmac.new(key.secret, _signed_fields(seq, digest, at, key.id), hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """A head with its checkpoint file, signed by the thread that committed it (with its settings' key)."""
+
+    head: Head
+    body: bytes
+
+
 def publish(head: Head) -> None:
-    """Log the head and append its signed checkpoint. Never raises: the records are committed already."""
+    """Log the head now and hand its checkpoint to the writer thread. Never raises: the records are committed."""
+    _log(head)
+    try:
+        _writer().submit(_signed(head))
+    except Exception:
+        # Beat checkpoints the head within a minute; a committed state change never fails here.
+        logger.exception("cannot queue the audit checkpoint of record #%d", head.seq)
+
+
+def _log(head: Head) -> None:
+    logger.info(
+        "audit log head", extra={"audit_seq": head.seq, "audit_digest": head.digest, "audit_at": head.at.isoformat()}
+    )
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Wait until this process's checkpoints handed to the writer are written; False if ``timeout`` passed first."""
+    return _writer().flush(timeout)
+
+
+def _signed(head: Head) -> _Signed:
     at = head.at.isoformat()
-    logger.info("audit log head", extra={"audit_seq": head.seq, "audit_digest": head.digest, "audit_at": at})
     key = signing_key()
     body = {"seq": head.seq, "digest": head.digest, "at": at, "key_id": key.id}
     body["signature"] = _signature(key, head.seq, head.digest, at)
+    return _Signed(head, json.dumps(body, sort_keys=True).encode())
+
+
+def _write(signed: _Signed) -> None:
+    """Append one checkpoint file. Never raises: the writer thread must outlive a store's bad minute."""
+    head = signed.head
     name = checkpoint_name(head.seq)
     try:
         # Never overwritten: a name taken already (beat's minutely checkpoint of a head that a
         # writer published) raises, with no request to ask first; every audited request pays that one.
-        blobs.save_bytes(name, json.dumps(body, sort_keys=True).encode())
+        blobs.save_bytes(name, signed.body)
     except FileExistsError:
         _compare_existing(name, head)
     except Exception:
         # The storage backend's own errors (a full disk, an object store's client errors) must
         # not turn a committed state change into a failed request; beat publishes again.
         logger.exception("cannot write the audit checkpoint %s", name)
+
+
+class _Writer:
+    """The process's checkpoint writer: a daemon thread and the newest head waiting for it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: _Signed | None = None
+        self._writing = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, signed: _Signed) -> None:
+        with self._changed:
+            # Threads commit in one order and run their on-commit hooks in another: keep the newest.
+            if self._waiting is None or signed.head.seq > self._waiting.head.seq:
+                self._waiting = signed
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._waiting is not None or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def hold_for_fork(self, timeout: float) -> None:
+        """Let the writer finish and keep it idle until :meth:`release_after_fork`.
+
+        A fork copies every lock as it is at that moment: one the writer holds inside the
+        store's client (its connection pool, ``blobs``' client lock) would stay held forever
+        in the child, whose first request to the store would then hang.
+        """
+        deadline = time.monotonic() + timeout
+        self._changed.acquire()
+        while (self._waiting is not None or self._writing) and (left := deadline - time.monotonic()) > 0:
+            self._changed.wait(left)
+
+    def release_after_fork(self) -> None:
+        self._changed.release()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._waiting is None:
+                    self._changed.wait()
+                signed, self._waiting, self._writing = self._waiting, None, True
+            try:
+                _write(signed)
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
+
+
+_current = _Writer()
+
+
+def _writer() -> _Writer:
+    return _current
+
+
+def _before_fork() -> None:
+    _current.hold_for_fork(timeout=10.0)
+
+
+def _after_fork_in_parent() -> None:
+    _current.release_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (gunicorn's and Celery's workers) has no writer thread, and the writer's
+    # condition is held by the forking thread: a writer of its own.
+    global _current
+    _current = _Writer()
+
+
+def _flush_at_exit() -> None:
+    if not flush(timeout=10.0):
+        logger.error("audit checkpoints still unwritten at exit; beat checkpoints the head again")
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
 
 
 def _compare_existing(name: str, head: Head) -> None:
@@ -109,7 +252,8 @@ def publish_current_head() -> Head | None:
     if row is None:
         return None
     head = Head(*row)
-    publish(head)
+    _log(head)
+    _write(_signed(head))  # beat's own task: written before it returns, no request waits on it
     return head
 
 

@@ -3,8 +3,10 @@ polling loop); a session opened or a model version was registered (to every pool
 process, which gets ready for their jobs ahead of time: jobs.warmup).
 
 With Redis, the process that ends a job publishes its id and a request waiting in
-``GET /jobs/{id}?wait=N`` wakes at once. With the embedded defaults (no Redis) the
-waiting request re-reads the job row every few tens of milliseconds instead.
+``GET /jobs/{id}?wait=N`` wakes at once. A job that succeeded with small outputs sends
+them in the notice too, so that the request answering with them need not read them back
+from storage (:func:`job_ended`). With the embedded defaults (no Redis) the waiting request
+re-reads the job row every few tens of milliseconds instead, and reads outputs from storage.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -24,20 +27,61 @@ WARMED_KEY = "moai:session-warmed:{}"  # set, and published on, when a process h
 POLL_SECONDS = 0.025
 
 
-def job_ended(job_id: str) -> None:
-    """Publish that a job ended; a lost message only costs a waiter its timeout, never a result."""
+@dataclass(frozen=True)
+class Outputs:
+    """A succeeded job's outputs as its notice carried them: those of attempt ``attempt``, in order."""
+
+    attempt: int
+    contents: list[bytes]
+
+
+def job_ended(job_id: str, outputs: Outputs | None = None) -> None:
+    """Publish that a job ended; a lost message only costs a waiter its timeout, never a result.
+
+    ``outputs`` are a copy for the requests waiting: the result is in storage already.
+    """
     if not settings.REDIS_URL:
         return
+    message = b"1" if outputs is None else _encoded(outputs)
     with contextlib.suppress(Exception):
-        shared_redis().publish(CHANNEL.format(job_id), b"1")
+        shared_redis().publish(CHANNEL.format(job_id), message)
 
 
-def wait_for(job_id: str, finished: Callable[[], bool], timeout: float) -> None:
-    """Return once ``finished()`` is true or ``timeout`` seconds have passed."""
-    wait_on_channel(CHANNEL.format(job_id), finished, timeout)
+def _encoded(outputs: Outputs) -> bytes:
+    # A JSON line saying how the bytes after it divide, then the outputs themselves: no base64.
+    header = {"attempt": outputs.attempt, "sizes": [len(content) for content in outputs.contents]}
+    return json.dumps(header).encode() + b"\n" + b"".join(outputs.contents)
 
 
-def wait_on_channel(channel: str, finished: Callable[[], bool], timeout: float) -> None:
+def decoded_outputs(message: bytes) -> Outputs | None:
+    """The outputs a job-end notice carries; None for a bare notice (b"1") or one that does not add up."""
+    header, separator, body = message.partition(b"\n")
+    if not separator:
+        return None
+    try:
+        fields = json.loads(header)
+        attempt, sizes = int(fields["attempt"]), [int(size) for size in fields["sizes"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if sum(sizes) != len(body) or any(size < 0 for size in sizes):
+        return None
+    contents, start = [], 0
+    for size in sizes:
+        contents.append(body[start : start + size])
+        start += size
+    return Outputs(attempt, contents)
+
+
+def wait_for(
+    job_id: str, finished: Callable[[], bool], timeout: float, heard: Callable[[bytes], None] | None = None
+) -> None:
+    """Return once ``finished()`` is true or ``timeout`` seconds have passed; ``heard`` gets each notice."""
+    wait_on_channel(CHANNEL.format(job_id), finished, timeout, heard)
+
+
+def wait_on_channel(
+    channel: str, finished: Callable[[], bool], timeout: float, heard: Callable[[bytes], None] | None = None
+) -> None:
     """Return once ``finished()`` is true or ``timeout`` seconds have passed, re-checking when ``channel`` speaks."""
     deadline = time.monotonic() + timeout
     if settings.REDIS_URL:
@@ -50,7 +94,9 @@ def wait_on_channel(channel: str, finished: Callable[[], bool], timeout: float) 
             try:
                 # Subscribed first, checked second: an end published in between is not missed.
                 while not finished() and (left := deadline - time.monotonic()) > 0:
-                    pubsub.get_message(timeout=min(left, 1.0))
+                    message = pubsub.get_message(timeout=min(left, 1.0))
+                    if message is not None and heard is not None and isinstance(message.get("data"), bytes):
+                        heard(message["data"])
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()

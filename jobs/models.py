@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.db import models
 
 from registry.models import ModelVersion
+
+if TYPE_CHECKING:
+    from base.notify import Outputs
 
 
 class Job(models.Model):
@@ -23,6 +27,9 @@ class Job(models.Model):
     # Not a column: set by services.claim_job to the jobs still queued when this one was
     # claimed (up to a bound), so the job can leave cores to the processes taking them.
     queued_behind = 0
+    # Not a column either: the outputs the job-end notice carried to a request waiting on it
+    # (jobs.waits.hold_until_ended), answered from memory instead of read back from storage.
+    delivered_outputs: Outputs | None = None
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey("key_sessions.KeySession", on_delete=models.CASCADE, related_name="jobs")

@@ -6,10 +6,11 @@ task stays a thin caller and every transition is in one place.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -38,10 +39,21 @@ class JobInputs:
     paths: list[Path]
 
     def digest(self) -> str:
-        digest = hashlib.sha256()
-        for path in self.paths:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-        return digest.hexdigest()
+        return inputs_digest(path.read_bytes() for path in self.paths)
+
+    def small_contents(self, bound: int) -> list[bytes] | None:
+        """The ciphertexts' bytes when together they are at most ``bound`` bytes, else None."""
+        if sum(path.stat().st_size for path in self.paths) > bound:
+            return None
+        return [path.read_bytes() for path in self.paths]
+
+
+def inputs_digest(contents: Iterable[bytes]) -> str:
+    """A job's ``inputs_sha256``: the digest of its ciphertexts' digests, in order."""
+    digest = hashlib.sha256()
+    for content in contents:
+        digest.update(hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 class IdempotencyConflict(Exception):
@@ -54,7 +66,9 @@ class SessionEndedError(Exception):
 
 def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor) -> tuple[Job, bool]:
     """Store the inputs, create the job and enqueue it once committed. Returns (job, created)."""
-    inputs_sha256 = inputs.digest()
+    # Small inputs are read once here, for the digest and for the broker message.
+    contents = inputs.small_contents(settings.MOAI_INLINE_CIPHERTEXT_BYTES)
+    inputs_sha256 = inputs_digest(contents) if contents is not None else inputs.digest()
     # No lookup of the idempotency key first: a repeated request is rare, and the unique
     # constraint finds it at insert time (below) for one query less on every submission.
     job = Job(
@@ -82,7 +96,9 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
                 raise SessionEndedError(str(session.pk))
             job.save(force_insert=True)
             audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
-            transaction.on_commit(lambda: enqueue(job.id))
+            # Stored first all the same: a message delivered again, a requeue or the recovery
+            # sweep sends the job without them, and its worker reads them from storage.
+            transaction.on_commit(lambda: enqueue(job.id, contents))
     except (IntegrityError, SessionEndedError):
         for name in stored:
             blobs.delete(name)
@@ -118,13 +134,17 @@ def _store_input(job: Job, index: int, path: Path) -> str:
 RUN_JOB = "inference.tasks.run_job"
 
 
-def enqueue(job_id: uuid.UUID) -> None:
-    """Send the job's id to the broker. A failure here loses nothing: the job row is
-    committed as queued, and the recovery sweep sends it again (jobs.recovery)."""
+def enqueue(job_id: uuid.UUID, inputs: Sequence[bytes] | None = None) -> None:
+    """Send the job's id to the broker, with its ciphertexts when the web process holds them small.
+
+    A failure here loses nothing: the job row is committed as queued, and the recovery
+    sweep sends it again (jobs.recovery)."""
+    # Base64 in the JSON message; no argument at all without them, as messages were before.
+    kwargs = {"inputs": [base64.b64encode(data).decode() for data in inputs]} if inputs is not None else {}
     try:
         # By name, through Celery's registry: this module does not import the task's module
         # (which imports this one), and eager mode (tests) still runs it in place.
-        current_app.signature(RUN_JOB, args=(str(job_id),)).delay()
+        current_app.signature(RUN_JOB, args=(str(job_id),), kwargs=kwargs).delay()
     except Exception:
         logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
 
@@ -354,8 +374,12 @@ def _client_whose_turn_it_is() -> int | None:
     return min(waiting, key=turn)[0]
 
 
-def finish_job(job: Job) -> bool:
-    """Mark a running job succeeded; False if it was ended meanwhile (its outputs are then dropped)."""
+def finish_job(job: Job, outputs: list[bytes] | None = None) -> bool:
+    """Mark a running job succeeded; False if it was ended meanwhile (its outputs are then dropped).
+
+    ``outputs``: the attempt's outputs, stored already, when small enough to send to the
+    requests waiting on the job with its end notice.
+    """
     now = timezone.now()
     # Only the attempt that holds the job may finish it: one that lost its lease and
     # was overtaken by a newer attempt produces no second result.
@@ -369,13 +393,20 @@ def finish_job(job: Job) -> bool:
             blobs.delete(job.output_name(index, job.attempts))
         job.refresh_from_db()
     if updated:
-        _job_ended(job, "job succeeded")
+        _job_ended(job, "job succeeded", outputs=notify.Outputs(job.attempts, outputs) if outputs else None)
     else:
         logger.info("job output discarded (job ended meanwhile)", extra=_log_fields(job))
     return bool(updated)
 
 
-def _job_ended(job: Job, event: str, code: str = "", level: int = logging.INFO, notice_on_commit: bool = False) -> None:
+def _job_ended(
+    job: Job,
+    event: str,
+    code: str = "",
+    level: int = logging.INFO,
+    notice_on_commit: bool = False,
+    outputs: notify.Outputs | None = None,
+) -> None:
     """What follows every end of a job: its metrics, the notice to requests waiting on it, the log line.
 
     ``notice_on_commit``: the job ended inside a transaction still open, and a waiting request
@@ -383,9 +414,9 @@ def _job_ended(job: Job, event: str, code: str = "", level: int = logging.INFO, 
     """
     metrics.observe_job_end(job.model_version.name, job.status, job.latency_ms, code)
     if notice_on_commit:
-        transaction.on_commit(partial(notify.job_ended, str(job.id)))
+        transaction.on_commit(partial(notify.job_ended, str(job.id), outputs))
     else:
-        notify.job_ended(str(job.id))
+        notify.job_ended(str(job.id), outputs)
     logger.log(level, event, extra={**_log_fields(job), "error_code": code} if code else _log_fields(job))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import signal
@@ -14,6 +15,7 @@ from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_prerun
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from base import blobs, metrics
@@ -29,7 +31,9 @@ T = TypeVar("T")
 
 
 @shared_task(name="inference.tasks.run_job", bind=True)
-def run_job(self: Task, job_id: str) -> None:
+def run_job(self: Task, job_id: str, inputs: list[str] | None = None) -> None:
+    """``inputs``: the ciphertexts of job ``job_id``, base64, when they were small (none in messages
+    sent before they were, nor in those of requeues and the recovery sweep)."""
     try:
         # The message is a turn to run a job: maybe another one, whose keys this process holds.
         job = services.claim_job(self.request.id or job_id, runtime.keys.session_ids())
@@ -44,7 +48,7 @@ def run_job(self: Task, job_id: str) -> None:
     fail = partial(_surviving_db_outage, partial(services.fail_job, str(job.pk), attempt=job.attempts))
     try:
         with metrics.WORKER_BUSY.track_inprogress():
-            _run(job)
+            _run(job, _handed_inputs(job, job_id, inputs))
     except SoftTimeLimitExceeded:
         fail("time_limit_exceeded", "The job ran longer than the worker's time limit.")
     except runtime.CircuitInputError as exc:
@@ -117,7 +121,27 @@ def _check_session(job: Job, session: KeySession | None = None) -> None:
         raise _SessionEnded(ENDED[KeySession.Status.INVALIDATED].code)
 
 
-def _run(job: Job) -> None:
+def _handed_inputs(job: Job, job_id: str, inputs: list[str] | None) -> list[bytes] | None:
+    """The ciphertexts the message carried, if they are the claimed job's; None: read them from storage.
+
+    A message is a turn to run a job, and the claim may have taken another one (services.
+    claim_job): its ciphertexts are in storage only. The bytes are checked against the digest
+    the job row keeps, so that only the job's own ciphertexts are ever run for it.
+    """
+    if inputs is None or str(job.pk) != job_id:
+        return None
+    try:
+        contents = [base64.b64decode(text, validate=True) for text in inputs]
+    except (ValueError, TypeError):
+        contents = []
+    if len(contents) != job.input_count or services.inputs_digest(contents) != job.inputs_sha256:
+        logger.warning("ciphertexts in the message do not match the job; reading them from storage",
+                       extra={"job_id": job_id})  # fmt: skip
+        return None
+    return contents
+
+
+def _run(job: Job, handed: list[bytes] | None = None) -> None:
     _check_session(job, job.session)
     model = runtime.models.get(job.model_version)
     try:
@@ -131,21 +155,33 @@ def _run(job: Job) -> None:
         logger.info(
             "job threads", extra={"job_id": str(job.pk), "openmp_threads": reported, "keys_loaded_by_job": loaded}
         )
-        _run_inputs(job, model, keys, threads)
-    _surviving_db_outage(services.finish_job, job)
+        outputs = _run_inputs(job, model, keys, threads, handed)
+    _surviving_db_outage(services.finish_job, job, outputs)
 
 
-def _run_inputs(job: Job, model: runtime.LoadedModel, keys: Any, threads: int) -> None:
+def _run_inputs(
+    job: Job, model: runtime.LoadedModel, keys: Any, threads: int, handed: list[bytes] | None
+) -> list[bytes] | None:
+    """Run every input, storing each output; the outputs too when they are small enough for the end notice."""
+    bound = settings.MOAI_INLINE_CIPHERTEXT_BYTES
+    # Kept only when the model's outputs, all together, fit the bound: a big batch holds none in memory.
+    kept: dict[int, bytes] | None = {} if job.input_count * job.model_version.output_ciphertext_bytes <= bound else None
 
     def run_input(index: int) -> None:
-        output = model.run(blobs.read_bytes(job.input_name(index)), keys)
+        ciphertext = handed[index] if handed is not None else blobs.read_bytes(job.input_name(index))
+        output = model.run(ciphertext, keys)
         # Each claim numbers a new attempt (services.claim_job), so this name is new: a message
         # delivered again claims the job again under the next number, never this one.
         blobs.save_bytes(job.output_name(index, job.attempts), output)
+        if kept is not None:
+            kept[index] = output
 
     # The session may end while a batch runs: it is checked again between rounds.
     parallel = runtime.batch_parallelism(job.input_count, threads)
     runtime.run_side_by_side(run_input, range(job.input_count), parallel, partial(_check_session, job), threads)
+    if kept is None or len(kept) != job.input_count or sum(map(len, kept.values())) > bound:
+        return None
+    return [kept[index] for index in range(job.input_count)]
 
 
 @task_failure.connect

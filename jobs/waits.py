@@ -19,13 +19,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from base import notify
 from base.errors import ApiError
 from base.redis_client import shared_redis
 from jobs.models import Job
+from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
 
@@ -128,5 +132,38 @@ def hold_until_ended(job: Job, seconds: float) -> bool | None:
             job.refresh_from_db()  # one query per check, and the answer is the fresh row
             return job.status in Job.FINISHED
 
-        notify.wait_for(str(job.pk), ended, seconds)
+        def heard(message: bytes) -> None:
+            job.delivered_outputs = notify.decoded_outputs(message) or job.delivered_outputs
+
+        notify.wait_for(str(job.pk), ended, seconds, heard)
     return True
+
+
+def delivered_output(job: Job, index: int) -> bytes | None:
+    """Output ``index`` of the job as its end notice carried it, if it may still be served; else None (read storage).
+
+    The answer must never hold bytes that a read of storage would find erased. Erasure
+    deletes the stored results before it marks the job (``services.erase_blobs``): when a
+    session ends, inside the transaction that ends it, holding its row locked; past the
+    retention, in the sweep. So the session's row is locked here as well: an end under
+    way is waited for, and then the session reads as ended. A session that is not active,
+    a job marked erased or past its retention (the sweep may be erasing it now) is answered
+    as before, from storage.
+    """
+    delivered = job.delivered_outputs
+    if delivered is None or delivered.attempt != job.result_attempt or not 0 <= index < len(delivered.contents):
+        return None
+    retained_since = timezone.now() - timedelta(seconds=settings.MOAI_RESULT_RETENTION_SECONDS)
+    with transaction.atomic():
+        servable = (
+            KeySession.objects.select_for_update(no_key=True, of=("self",))
+            .filter(
+                pk=job.session_id,
+                status=KeySession.Status.ACTIVE,
+                jobs__pk=job.pk,
+                jobs__blobs_erased=False,
+                jobs__finished_at__gt=retained_since,
+            )
+            .exists()
+        )
+    return delivered.contents[index] if servable else None

@@ -46,6 +46,10 @@ MOAI_WORKER_POOL_SIZE = env_int("MOAI_WORKER_POOL_SIZE", os.cpu_count() or 1, mi
 MOAI_WORKER_METRICS_PORT = env_int("MOAI_WORKER_METRICS_PORT", 9808, minimum=0)
 MOAI_MAX_KEY_BYTES = env_int("MOAI_MAX_KEY_BYTES", 512 * 1024 * 1024, minimum=1)
 MOAI_MAX_CIPHERTEXT_BYTES = env_int("MOAI_MAX_CIPHERTEXT_BYTES", 16 * 1024 * 1024, minimum=1)
+# A job's ciphertexts this small (all of them together) travel in its broker message as well as
+# to storage, and its outputs in the job-end notice to waiting requests: the worker and the
+# waiting request skip a read from the store each. 0 sends them through storage only.
+MOAI_INLINE_CIPHERTEXT_BYTES = env_int("MOAI_INLINE_CIPHERTEXT_BYTES", 256 * 1024, minimum=0)
 # Uploaded evaluation keys are deserialized once, each upload in a process of its own
 # (keys.validator): at most MOAI_KEY_CHECKS at a time per web process, each for at most
 # MOAI_KEY_CHECK_SECONDS and with an address space of MOAI_KEY_CHECK_MEMORY_FACTOR times

@@ -207,6 +207,10 @@ def _own_blob_storage(request: pytest.FixtureRequest, tmp_path: Path, s3_server:
         "default": {**settings.STORAGES["default"], "OPTIONS": {**settings.STORAGES["default"]["OPTIONS"], **own}},
     }
     yield
+    # The test's audit checkpoints go to its own storage, not to the next test's.
+    from base import audit_checkpoints
+
+    assert audit_checkpoints.flush(), "the audit checkpoint writer did not finish"
 
 
 def remove_objects(s3: Any, prefix: str) -> None:

@@ -317,3 +317,115 @@ def test_the_job_path_costs_a_fixed_few_queries(
         for callback in callbacks:
             callback()
     assert Job.objects.filter(status=Job.Status.SUCCEEDED).count() == 1
+
+
+def _labels_apart(bundle) -> tuple[int, int]:
+    """Two samples the model tells apart: a job run on the wrong one answers the wrong label."""
+    labels = [int(label) for label in bundle.samples["clear_prediction"]]
+    first = 0
+    other = next(i for i, label in enumerate(labels) if label != labels[first])
+    return first, other
+
+
+def test_ciphertexts_in_the_message_are_used_only_when_they_are_the_jobs(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    """The worker checks the bytes a message carries against the job's digest, and reads the
+    stored ones when they differ; a message without them (sent before they were) still runs."""
+    import base64
+
+    from jobs.tasks import run_job
+
+    bundle = bundles[LOGREG]
+    mine, other = _labels_apart(bundle)
+    for carried in ("another ciphertext", "none"):
+        with django_capture_on_commit_callbacks(execute=False):
+            job_id = submit(alice, context_id, bundle.encrypt(mine)).json()["job_id"]
+        kwargs = {"inputs": [base64.b64encode(bundle.encrypt(other)).decode()]} if carried != "none" else {}
+        run_job.apply(args=(job_id,), kwargs=kwargs)
+        job = Job.objects.get(pk=job_id)
+        assert job.status == "succeeded", (carried, job.error_code)
+        result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+        assert bundle.decrypt_label(b"".join(result.streaming_content)) == int(bundle.samples["clear_prediction"][mine])
+
+
+def test_the_message_carries_small_ciphertexts_only(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    from jobs import services
+
+    sent: list[tuple[object, object]] = []
+    monkeypatch.setattr(services, "enqueue", lambda job_id, inputs=None: sent.append((job_id, inputs)))
+    ciphertext = bundles[LOGREG].encrypt(0)
+    for bound in (len(ciphertext), len(ciphertext) - 1):
+        settings.MOAI_INLINE_CIPHERTEXT_BYTES = bound
+        with django_capture_on_commit_callbacks(execute=True):
+            submit(alice, context_id, ciphertext)
+    assert [inputs for _, inputs in sent] == [[ciphertext], None]
+
+
+def test_an_output_brought_by_the_notice_is_not_served_once_erased(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, settings
+):
+    """Served from the notice only while a read of storage would still find it."""
+    from actions.services import end_session
+    from base.audit import Actor
+    from base.notify import Outputs
+    from jobs import waits
+    from sessions.models import KeySession
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "succeeded"
+    job.delivered_outputs = Outputs(job.result_attempt, [b"output"])
+    assert waits.delivered_output(job, 0) == b"output"
+    assert waits.delivered_output(job, 1) is None
+    job.delivered_outputs = Outputs(job.result_attempt + 1, [b"output"])  # another attempt's
+    assert waits.delivered_output(job, 0) is None
+    job.delivered_outputs = Outputs(job.result_attempt, [b"output"])
+    settings.MOAI_RESULT_RETENTION_SECONDS = 0  # the sweep may be erasing it: storage answers
+    assert waits.delivered_output(job, 0) is None
+    settings.MOAI_RESULT_RETENTION_SECONDS = 3600
+    end_session(KeySession.objects.get(pk=context_id), KeySession.Status.INVALIDATED, Actor.system(), "test")
+    assert waits.delivered_output(job, 0) is None
+
+
+def test_an_output_brought_by_the_notice_waits_for_a_session_end_under_way(
+    alice, context_id, bundles, transactional_db
+):
+    """A session ends in one transaction that deletes the stored results before it commits: an
+    answer given meanwhile must wait for it, and then serve nothing, as a read of storage would."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from base.notify import Outputs
+    from jobs import waits
+    from sessions.models import KeySession
+
+    job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]  # runs at commit
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "succeeded"
+    job.delivered_outputs = Outputs(job.result_attempt, [b"output"])
+    locked = threading.Event()
+
+    def ending() -> None:
+        try:
+            with transaction.atomic():
+                KeySession.objects.select_for_update().filter(pk=context_id).update(
+                    status=KeySession.Status.INVALIDATED
+                )
+                locked.set()
+                time.sleep(0.5)  # deleting the stored results, as actions.services._end_batch does
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ending)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        assert waits.delivered_output(job, 0) is None
+    finally:
+        thread.join()

@@ -12,12 +12,17 @@ import hmac
 import io
 import json
 import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.utils import timezone
 
 from base import audit, audit_checkpoints, blobs
 from base.audit import Actor
@@ -44,6 +49,8 @@ def history(db: None, django_capture_on_commit_callbacks: Any) -> list[AuditReco
     for i in range(RECORDS):
         with django_capture_on_commit_callbacks(execute=True):
             audit.record(Actor.client("alice", "10.0.0.1"), "session.created", "session", i)
+        # Requests apart from each other: each head written before the next commits (none coalesced).
+        assert audit_checkpoints.flush()
     return list(AuditRecord.objects.order_by("seq"))
 
 
@@ -73,6 +80,7 @@ def test_a_deleted_tail_refilled_by_new_writes_is_found(history, django_capture_
     delete_by_sql("seq >= %s", RECORDS - 1)
     with caplog.at_level(logging.ERROR, logger="moai.audit"), django_capture_on_commit_callbacks(execute=True):
         audit.record(Actor.system(), "session.expired", "session", "new")
+    assert audit_checkpoints.flush()
     # The new record took number 15 again: its checkpoint cannot replace the old one, and says so.
     assert "audit record #15 disagrees with its checkpoint" in caplog.text
     with pytest.raises(CommandError, match=r"sequence number 15: record #15 disagrees with checkpoint"):
@@ -222,3 +230,96 @@ def test_concurrent_writers_leave_no_gap_and_one_chain(transactional_db):
     assert errors == []
     assert list(AuditRecord.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 8 * 8 + 1))
     assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
+
+
+@pytest.fixture
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """A store that holds every checkpoint write until the test lets it go (or 5 s pass).
+
+    The store is the system's edge: a slow object store is what this guards against, and it
+    cannot be made slow for real. Writes of other blobs go through untouched.
+    """
+    release = threading.Event()
+    saved = blobs.save_bytes
+    written: list[str] = []
+
+    def held(name: str, data: bytes) -> str:
+        if name.startswith(audit_checkpoints.FOLDER):
+            release.wait(5)
+            written.append(name)
+        return saved(name, data)
+
+    monkeypatch.setattr(audit_checkpoints.blobs, "save_bytes", held)
+    release.written = written  # type: ignore[attr-defined]
+    yield release
+    release.set()
+    assert audit_checkpoints.flush()
+
+
+def test_a_commit_does_not_wait_for_its_checkpoint(transactional_db, slow_store):
+    started = time.monotonic()
+    audit.record(Actor.system(), "client.created", "client", "a")  # committed at once (autocommit)
+    assert time.monotonic() - started < 2  # not the 5 s the store holds the write
+    assert audit_checkpoints.names() == []
+    slow_store.set()
+    assert audit_checkpoints.flush()
+    assert [c.seq for c in audit_checkpoints.load_all()] == [1]
+
+
+def test_heads_committed_while_a_checkpoint_is_written_are_covered_by_the_newest(transactional_db, slow_store):
+    audit.record(Actor.system(), "client.created", "client", "first")
+    time.sleep(0.2)  # the writer has taken #1 and is held in the store
+    for i in range(2, 6):
+        audit.record(Actor.system(), "client.created", "client", str(i))
+    slow_store.set()
+    assert audit_checkpoints.flush()
+    # #2 to #4 were overtaken while they waited: #5 covers them.
+    assert [c.seq for c in audit_checkpoints.load_all()] == [1, 5]
+    assert "5 record(s), 2 checkpoint(s) agree" in verify("--checkpoints")
+    delete_by_sql("seq >= 4")
+    with pytest.raises(CommandError, match=r"number 4: record #4 is missing: the table ends at #3, but checkpoint"):
+        verify("--checkpoints")
+
+
+def test_a_forked_child_writes_its_own_checkpoints():
+    """gunicorn and Celery fork their workers from a parent that may have a writer thread already."""
+    audit_checkpoints.publish(audit_checkpoints.Head(1, "a" * 64, timezone.now()))
+    assert audit_checkpoints.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: no writer thread came along, a new one must be started for it
+        code = 1
+        try:
+            audit_checkpoints.publish(audit_checkpoints.Head(2, "b" * 64, timezone.now()))
+            code = 0 if audit_checkpoints.flush(10) and blobs.exists(audit_checkpoints.checkpoint_name(2)) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_waits_for_a_checkpoint_being_written(monkeypatch):
+    """A fork copies locks as they are: one the writer holds in the store's client must not be
+    copied held, or the child's first request to the store hangs (seen: a Celery pool process
+    forked while the parent wrote the checkpoint of a failed job, on S3)."""
+    saved = blobs.save_bytes
+    writing = threading.Event()
+
+    def in_the_client(name: str, data: bytes) -> str:
+        with blobs._client_lock:  # as while the S3 client is made: a lock of the store's client held
+            writing.set()
+            time.sleep(0.5)
+        return saved(name, data)  # which may take that lock itself (S3)
+
+    monkeypatch.setattr(audit_checkpoints.blobs, "save_bytes", in_the_client)
+    audit_checkpoints.publish(audit_checkpoints.Head(1, "a" * 64, timezone.now()))
+    assert writing.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if blobs._client_lock.acquire(timeout=3) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert audit_checkpoints.flush()

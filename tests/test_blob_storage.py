@@ -25,7 +25,7 @@ import pytest
 from django.core import checks
 from django.core.management import call_command
 
-from base import blobs
+from base import audit_checkpoints, blobs
 from base.audit_checkpoints import checkpoint_name
 from base.models import AuditRecord
 from jobs.models import Job
@@ -262,7 +262,7 @@ def log_length(server: LocalS3) -> int:
     return len(server.log.read_text().splitlines())
 
 
-def test_a_warm_job_makes_five_requests_to_the_store(
+def test_a_warm_job_makes_four_requests_to_the_store(
     server, bucket, alice, logreg, open_session, bundles, django_capture_on_commit_callbacks
 ):
     context_id = open_session(alice, logreg)
@@ -270,6 +270,7 @@ def test_a_warm_job_makes_five_requests_to_the_store(
     with django_capture_on_commit_callbacks(execute=True):
         first = post_bytes(alice.http, url, bundles[LOGREG].encrypt(0))  # keys and model files fetched here
     assert Job.objects.get(pk=first.json()["job_id"]).status == "succeeded"
+    assert audit_checkpoints.flush()
     since = log_length(server)
     with django_capture_on_commit_callbacks(execute=True):
         submitted = post_bytes(alice.http, url, bundles[LOGREG].encrypt(1))
@@ -279,16 +280,66 @@ def test_a_warm_job_makes_five_requests_to_the_store(
     assert result.status_code == 200
     output = b"".join(result.streaming_content)
     assert int(result["Content-Length"]) == len(output) > 0
+    assert audit_checkpoints.flush()
     checkpoint = checkpoint_name(AuditRecord.objects.get(action="job.submitted", target_id=str(job.pk)).seq)
     # Each one written or read once: no HEAD before a read or a write, no delete before a
     # write of a name that is new by construction, and no key or model file (the worker's caches).
     assert sorted(store_requests(server, bucket, since)) == sorted(
         [
-            "PUT jobs/<id>/input-00000.bin",  # web: the submitted ciphertext
-            f"PUT {checkpoint}",  # web: the audit chain's head after job.submitted (base.audit_checkpoints)
-            "GET jobs/<id>/input-00000.bin",  # worker: the ciphertext
+            "PUT jobs/<id>/input-00000.bin",  # web: the submitted ciphertext (also in the task message)
+            f"PUT {checkpoint}",  # web's checkpoint writer: the audit chain's head after job.submitted
             "PUT jobs/<id>/attempt-1/output-00000.bin",  # worker: the result, once per attempt
-            "GET jobs/<id>/attempt-1/output-00000.bin",  # web: the result
+            "GET jobs/<id>/attempt-1/output-00000.bin",  # web: the result, asked for without waiting
+        ]
+    )
+
+
+def test_a_warm_job_answered_to_a_held_request_makes_three_requests_to_the_store(
+    server, bucket, alice, logreg, open_session, bundles, transactional_db, monkeypatch, settings
+):
+    """``POST .../jobs?wait=N``: the worker's end notice brings the output to the waiting request."""
+    if not settings.REDIS_URL:
+        pytest.skip("job-end notices travel over Redis; without it the output is read from the store")
+    from django.db import connection
+
+    from jobs import services
+
+    context_id = open_session(alice, logreg)
+    url = f"/api/v1/sessions/{context_id}/jobs"
+    bundle = bundles[LOGREG]
+    assert post_bytes(alice.http, url, bundle.encrypt(0)).status_code == 202  # run at commit: keys warm now
+    # The job runs in a thread of its own, as a worker would, once the request holds its wait.
+    send = services.enqueue
+    workers: list[threading.Thread] = []
+
+    def worker(*args: Any) -> None:
+        try:
+            time.sleep(0.3)
+            send(*args)
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(
+        services,
+        "enqueue",
+        lambda *args: workers.append(threading.Thread(target=worker, args=args)) or workers[-1].start(),
+    )
+    assert audit_checkpoints.flush()
+    since = log_length(server)
+    answer = post_bytes(alice.http, f"{url}?wait=20", bundle.encrypt(1))
+    for thread in workers:
+        thread.join()
+    assert answer.status_code == 200, answer.content
+    assert bundle.decrypt_label(b"".join(answer.streaming_content)) == int(bundle.samples["clear_prediction"][1])
+    job = Job.objects.get(pk=answer["X-Moai-Job-Id"])
+    assert job.status == "succeeded"
+    assert audit_checkpoints.flush()
+    checkpoint = checkpoint_name(AuditRecord.objects.get(action="job.submitted", target_id=str(job.pk)).seq)
+    assert sorted(store_requests(server, bucket, since)) == sorted(
+        [
+            "PUT jobs/<id>/input-00000.bin",
+            f"PUT {checkpoint}",
+            "PUT jobs/<id>/attempt-1/output-00000.bin",  # written all the same: GET .../result reads it later
         ]
     )
 

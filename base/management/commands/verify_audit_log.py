@@ -31,6 +31,9 @@ class Command(BaseCommand):
             fault = verify_chain(records, keys)
             summary = f"audit log intact: {head} record(s)"
         else:
+            # Checkpoints of this process's own writes (a caller that wrote and then verifies) are
+            # written by a thread of their own: in storage before they are read.
+            audit_checkpoints.flush()
             try:
                 checkpoints = audit_checkpoints.load_all(keys)
             except audit_checkpoints.BadCheckpoint as exc:
