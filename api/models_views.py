@@ -18,7 +18,8 @@ from registry.models import ModelVersion
 from registry.services import newest_active
 
 
-def _model_or_404(name: str) -> ModelVersion:
+def model_or_404(name: str) -> ModelVersion:
+    """The newest active version of the model ``name``; 404 ``model_not_found`` otherwise (compat's views too)."""
     model = newest_active(name)
     if model is None:
         raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
@@ -37,7 +38,7 @@ class ModelListView(APIView):
 class ModelDetailView(APIView):
     @extend_schema(operation_id="get_model", responses={200: ModelOut, **errors(404)})
     def get(self, request: Request, name: str) -> Response:
-        return Response(model_json(_model_or_404(name)))
+        return Response(model_json(model_or_404(name)))
 
 
 class ModelClientBundleView(APIView):
@@ -46,7 +47,7 @@ class ModelClientBundleView(APIView):
         responses={(200, "application/zip"): OpenApiResponse(BINARY), **errors(404)},
     )
     def get(self, request: Request, name: str) -> FileResponse:
-        model = _model_or_404(name)
+        model = model_or_404(name)
         response = FileResponse(
             default_storage.open(model.client_zip, "rb"), content_type="application/zip", as_attachment=True
         )
@@ -62,7 +63,7 @@ class ModelPreprocessingView(APIView):
         responses={(200, "application/octet-stream"): OpenApiResponse(BINARY), **errors(404)},
     )
     def get(self, request: Request, name: str) -> FileResponse:
-        model = _model_or_404(name)
+        model = model_or_404(name)
         if not model.preprocessing:
             raise ApiError(
                 404,

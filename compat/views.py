@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.lookup import active_session_or_error, client_actor
+from api.models_views import model_or_404
 from api.sessions import key_check_errors
 from base.errors import ApiError
 from base.uploads import Spooled
@@ -31,7 +32,6 @@ from compat.inputs import form_fields, one_file
 from jobs.ciphertexts import check_inputs
 from keys.models import ApiClient
 from registry.models import ModelVersion
-from registry.services import newest_active
 from sessions import services as session_services
 from sessions.models import KeySession
 
@@ -73,23 +73,16 @@ def _session(request: Request, uid: str) -> KeySession:
     return active_session_or_error(request, uid)
 
 
-def _model(name: str) -> ModelVersion:
-    model = newest_active(name)
-    if model is None:
-        raise ApiError(404, "model_not_found", f"No active model named {name!r}.")
-    return model
-
-
 class DeploymentClientView(CompatView):
     def get(self, request: Request, token: str, name: str) -> FileResponse:
-        return _client_zip(_model(name))
+        return _client_zip(model_or_404(name))
 
 
 class DeploymentAddKeyView(CompatView):
     throttle_scope = "sessions"
 
     def post(self, request: Request, token: str, name: str) -> Response:
-        model = _model(name)
+        model = model_or_404(name)
         with one_file(request._request, "key", model.evaluation_keys_bytes) as upload:
             return _add_key(request, model, upload)
 
@@ -98,7 +91,7 @@ class DeploymentComputeView(CompatView):
     throttle_scope = "jobs"
 
     def post(self, request: Request, token: str, name: str) -> FileResponse:
-        model = _model(name)
+        model = model_or_404(name)
         with one_file(request._request, "model_input", model.input_ciphertext_bytes) as upload:
             (uid,) = form_fields(request._request, "uid")
             return _compute(request, uid, model.name, upload)

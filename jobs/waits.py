@@ -9,6 +9,11 @@ With Redis the slots are counted across every web process: a sorted set per clie
 members are the held requests, scored by the time each one's slot lapses by itself (its
 wait plus a margin). A process that dies holding slots therefore leaks them only until
 then. With the embedded defaults (one host, no Redis) a process-local count is used.
+
+Each web process also holds at most ``MOAI_MAX_WAITS_PER_PROCESS`` waits in all (half its
+threads by default), counted in the process: gunicorn keeps accepting requests while all of
+a process's threads are busy and queues them there, so without this bound the waits of a
+few clients landing on one process would stall every request sent to it.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ return 1
 MAX_WAIT_SECONDS = 30.0
 
 _local_lock = threading.Lock()
-_local_counts: dict[int, int] = {}
+# Held waits counted in this process: per client id (no Redis) and, under PROCESS, in all.
+_local_counts: dict[int | str, int] = {}
+PROCESS = "process"
 
 
 @contextlib.contextmanager
@@ -62,12 +69,16 @@ def wait_slot(client_id: int, seconds: float) -> Iterator[bool]:
     if seconds <= 0 or cap <= 0:
         yield False
         return
-    if settings.REDIS_URL:
-        with _redis_slot(client_id, seconds, cap) as held:
+    with _local_slot(PROCESS, settings.MOAI_MAX_WAITS_PER_PROCESS) as room:
+        if not room:
+            yield False
+            return
+        if settings.REDIS_URL:
+            with _redis_slot(client_id, seconds, cap) as held:
+                yield held
+            return
+        with _local_slot(client_id, cap) as held:
             yield held
-        return
-    with _local_slot(client_id, cap) as held:
-        yield held
 
 
 @contextlib.contextmanager
@@ -90,17 +101,17 @@ def _redis_slot(client_id: int, seconds: float, cap: int) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def _local_slot(client_id: int, cap: int) -> Iterator[bool]:
+def _local_slot(key: int | str, cap: int) -> Iterator[bool]:
     with _local_lock:
-        held = _local_counts.get(client_id, 0) < cap
+        held = _local_counts.get(key, 0) < cap
         if held:
-            _local_counts[client_id] = _local_counts.get(client_id, 0) + 1
+            _local_counts[key] = _local_counts.get(key, 0) + 1
     try:
         yield held
     finally:
         if held:
             with _local_lock:
-                _local_counts[client_id] -= 1
+                _local_counts[key] -= 1
 
 
 def wait_seconds(raw: str | None) -> float:

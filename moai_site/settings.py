@@ -91,6 +91,13 @@ MOAI_RATE_LIMIT_REQUESTS = env_str("MOAI_RATE_LIMIT_REQUESTS", "3000/min")
 # web processes; past it a request is answered at once with the current state. Each held wait
 # occupies a gunicorn thread, so this keeps one client from taking every thread.
 MOAI_MAX_WAITS_PER_CLIENT = env_int("MOAI_MAX_WAITS_PER_CLIENT", 4, minimum=0)
+# Requests one web process holds waiting, whichever clients sent them: half its threads by
+# default. A gunicorn gthread worker goes on accepting connections (and nginx reuses kept-alive
+# ones) while every thread is busy, and queues them behind the held waits; the per-client cap
+# alone lets a few clients' waits land on one process and freeze it for everybody sent there.
+MOAI_MAX_WAITS_PER_PROCESS = env_int(
+    "MOAI_MAX_WAITS_PER_PROCESS", max(1, env_int("MOAI_WEB_THREADS", 16, minimum=1) // 2), minimum=0
+)
 MOAI_MAX_BATCH_INPUTS = env_int("MOAI_MAX_BATCH_INPUTS", 256, minimum=1)
 MOAI_RESULT_RETENTION_SECONDS = env_int("MOAI_RESULT_RETENTION_SECONDS", 3600, minimum=0)
 

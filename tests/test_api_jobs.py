@@ -257,6 +257,22 @@ def test_a_client_holds_at_most_its_wait_slots_and_lost_ones_lapse(
         shared_redis().delete(key)
 
 
+def test_a_web_process_holds_at_most_its_share_of_waits_whoever_sends_them(alice, mallory, settings):
+    """MOAI_MAX_WAITS_PER_PROCESS bounds the waits one process holds across clients, so that
+    gunicorn threads stay free for requests queued to that process; freed slots come back."""
+    from jobs import waits
+
+    settings.MOAI_MAX_WAITS_PER_CLIENT = 4
+    settings.MOAI_MAX_WAITS_PER_PROCESS = 3
+    with waits.wait_slot(alice.client.pk, 30) as a1, waits.wait_slot(alice.client.pk, 30) as a2:
+        with waits.wait_slot(mallory.client.pk, 30) as m1, waits.wait_slot(mallory.client.pk, 30) as m2:
+            # Each client is under its own cap of 4; the process is at its 3.
+            assert (a1, a2, m1, m2) == (True, True, True, False)
+        with waits.wait_slot(mallory.client.pk, 30) as m3:
+            assert m3
+    assert waits._local_counts.get(waits.PROCESS, 0) == 0
+
+
 def test_submission_with_wait_answers_202_when_the_job_outlasts_it_then_the_output_on_repeat(
     alice, context_id, bundles, django_capture_on_commit_callbacks
 ):
