@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,15 @@ def post_worker_init(worker: Any) -> None:
     from keys.evaluation_keys import checker
 
     checker.warm_up()
+    # And connect to the broker as the first job's submission would (moai_site.celery), in a
+    # thread: with the broker away, kombu retries for long, and the process must serve meanwhile.
+    threading.Thread(target=_ready_to_publish, args=(worker,), name="broker-warm-up", daemon=True).start()
+
+
+def _ready_to_publish(worker: Any) -> None:
+    from moai_site.celery import ready_to_publish
+
+    try:
+        ready_to_publish()
+    except Exception:  # the first job connects (and waits) as before
+        worker.log.warning("could not connect to the broker ahead of the first job")

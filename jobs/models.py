@@ -30,6 +30,8 @@ class Job(models.Model):
     # Not a column either: the outputs the job-end notice carried to a request waiting on it
     # (jobs.waits.hold_until_ended), answered from memory instead of read back from storage.
     delivered_outputs: Outputs | None = None
+    # The same outputs once checked servable against the row (jobs.waits): not checked twice.
+    confirmed_outputs: Outputs | None = None
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey("key_sessions.KeySession", on_delete=models.CASCADE, related_name="jobs")

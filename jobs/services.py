@@ -295,6 +295,16 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
     return job
 
 
+def ready_to_claim() -> None:
+    """Connect to the database and read the queue's head once, as a pool process's first claim would.
+
+    Called as a pool process starts, in the thread that runs its jobs (Django's connections
+    are per thread), so that its first job does not wait for the connection. Reads only:
+    the job it finds, if any, is left for its message.
+    """
+    _next_job(set())
+
+
 def _next_job(warm_sessions: set[str]) -> Job | None:
     """The job to claim, read with its session, model and client in the same query.
 

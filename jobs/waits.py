@@ -140,6 +140,8 @@ def hold_until_ended(job: Job, seconds: float) -> bool | None:
             return False
 
         def ended() -> bool:
+            if job.delivered_outputs is not None and _confirm_notice(job):
+                return True  # the row was read, fresh, by the check that the outputs may be served
             job.refresh_from_db()  # one query per check, and the answer is the fresh row
             return job.status in Job.FINISHED
 
@@ -151,30 +153,47 @@ def hold_until_ended(job: Job, seconds: float) -> bool | None:
 
 
 def delivered_output(job: Job, index: int) -> bytes | None:
-    """Output ``index`` of the job as its end notice carried it, if it may still be served; else None (read storage).
+    """Output ``index`` of the job as its end notice carried it, if it may still be served; else None (read storage)."""
+    delivered = job.delivered_outputs
+    if delivered is None or not 0 <= index < len(delivered.contents):
+        return None
+    if job.confirmed_outputs is not delivered and not _confirm_notice(job):
+        return None
+    return delivered.contents[index]
+
+
+def _confirm_notice(job: Job) -> bool:
+    """Whether the outputs the notice brought may be served; if so, ``job`` is refreshed from its row.
 
     The answer must never hold bytes that a read of storage would find erased. Erasure
     deletes the stored results before it marks the job (``services.erase_blobs``): when a
     session ends, inside the transaction that ends it, holding its row locked; past the
     retention, in the sweep. So the session's row is locked here as well: an end under
-    way is waited for, and then the session reads as ended. A session that is not active,
-    a job marked erased or past its retention (the sweep may be erasing it now) is answered
-    as before, from storage.
+    way is waited for, and then the session reads as ended. Only a job that succeeded by
+    the notice's attempt, in an active session, not erased and within its retention, is
+    served from the notice; any other answer comes from storage, as before. One query,
+    which also reads the job's row: the request needs it fresh anyway.
     """
     delivered = job.delivered_outputs
-    if delivered is None or delivered.attempt != job.result_attempt or not 0 <= index < len(delivered.contents):
-        return None
+    if delivered is None:
+        return False
     retained_since = timezone.now() - timedelta(seconds=settings.MOAI_RESULT_RETENTION_SECONDS)
-    with transaction.atomic():
-        servable = (
-            KeySession.objects.select_for_update(no_key=True, of=("self",))
-            .filter(
-                pk=job.session_id,
-                status=KeySession.Status.ACTIVE,
-                jobs__pk=job.pk,
-                jobs__blobs_erased=False,
-                jobs__finished_at__gt=retained_since,
-            )
-            .exists()
+    servable = (
+        Job.objects.select_for_update(no_key=True, of=("session",))
+        .select_related("session")
+        .filter(
+            session__status=KeySession.Status.ACTIVE,
+            status=Job.Status.SUCCEEDED,
+            result_attempt=delivered.attempt,
+            blobs_erased=False,
+            finished_at__gt=retained_since,
         )
-    return delivered.contents[index] if servable else None
+    )
+    try:
+        with transaction.atomic():
+            job.refresh_from_db(from_queryset=servable)
+    except Job.DoesNotExist:
+        job.delivered_outputs = job.confirmed_outputs = None
+        return False
+    job.confirmed_outputs = delivered
+    return True

@@ -105,6 +105,21 @@ def _start_janitor(**_: Any) -> None:
     threading.Thread(target=warmup.run, args=(_stop,), name="warm-up", daemon=True).start()
 
 
+@worker_init.connect
+def _claim_ready_in_each_pool_process(**_: Any) -> None:
+    # Connected now, not at import: Celery's Django fixup closes every database connection as a
+    # pool process starts, in a handler it connects at worker_init; this one must run after it.
+    worker_process_init.connect(_ready_to_claim, weak=False)
+
+
+def _ready_to_claim(**_: Any) -> None:
+    try:
+        services.ready_to_claim()
+    except Exception:  # the database away at start: the first job connects as before (and retries)
+        logger.warning("could not reach the database ahead of the first job")
+        close_old_connections()
+
+
 class _HostMetrics(Collector):
     """The worker host's metrics: every pool process's files, after forgetting dead processes.
 
