@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,12 @@ def test_reduced_benchmark_measures_everything(tmp_path, bundles):
         assert fhe_only["concrete_ml_imported"] is False
         assert service["cold_ms"] >= service["warm_median_ms"] * 0.5
     assert results["throughput"]["jobs"] > 0
-    assert 0 < results["throughput"]["ratio"] < 1.5
+    # The service cannot run more circuits at once than the host has cores, each at most as fast
+    # as the one-thread raw loop (the pool's layout: a process per core, one thread each). The
+    # ratio is against the raw loop's best thread setting, so up to the core count is possible
+    # where a circuit scales poorly over threads (1.86 seen on 2 cores); 25% for a 3-s loop's noise.
+    one_thread = results["raw"][results["throughput"]["model"]]["threads_1"]["raw_jobs_per_s"]
+    assert 0 < results["throughput"]["service_jobs_per_s"] < 1.25 * (os.cpu_count() or 1) * one_thread
     assert results["upload"]["mb_per_s"] > 0
     real_keys = results["upload"]["real_keys"]
     assert real_keys["bytes"] == bundles[real_keys["model"]].facts.evaluation_keys_bytes
