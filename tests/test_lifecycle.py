@@ -201,6 +201,31 @@ def test_every_endpoint_is_rate_limited_per_client(alice, mallory, logreg, open_
     assert mallory.http.get("/api/v1/models").status_code == 200  # another client has its own budget
 
 
+def test_concurrent_calls_of_a_client_pass_its_limit_no_more_often_than_it_allows(alice, settings, monkeypatch):
+    """The window is checked and counted in one step: calls arriving together on many threads
+    (or web processes) cannot all read a window with room left and all pass."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    if not settings.REDIS_URL:
+        pytest.skip("one host without Redis: DRF's throttle on the file cache")
+    monkeypatch.setattr(ClientRateThrottle, "THROTTLE_RATES", {"jobs": "5/min"})
+    request, view = SimpleNamespace(user=alice.client), SimpleNamespace(throttle_scope="jobs")
+    together = threading.Barrier(20)
+
+    def call(_: int) -> bool:
+        together.wait()
+        return ClientRateThrottle().allow_request(request, view)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(20) as pool:
+        passed = list(pool.map(call, range(20)))
+    assert passed.count(True) == 5
+    refused = ClientRateThrottle()
+    assert not refused.allow_request(request, view)  # type: ignore[arg-type]
+    assert 55 < (refused.wait() or 0) <= 60  # the oldest of the five leaves the window in about a minute
+
+
 def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bundles, settings):
     settings.MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = 2
     first = open_session(alice, logreg)
