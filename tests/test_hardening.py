@@ -59,13 +59,17 @@ def test_schema_describes_every_endpoint(db):
     assert {"application/octet-stream", "multipart/form-data"} <= set(submit["requestBody"]["content"])
 
 
-def test_an_unreachable_cache_and_broker_answer_503_not_500(alice, logreg, settings, bundles):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",
-        }
-    }
+def test_an_unreachable_cache_and_broker_answer_503_not_500(alice, logreg, settings, bundles, monkeypatch):
+    import redis
+
+    from keys import throttling
+
+    dead = "redis://127.0.0.1:1/0"
+    backend = "django_prometheus.cache.backends.redis.NativeRedisCache"
+    settings.CACHES = {"default": {"BACKEND": backend, "LOCATION": dead}}
+    # The rate limits, the first thing a request asks of Redis, talk to it directly (keys.throttling):
+    # their client is pointed at nothing too, as when Redis is down.
+    monkeypatch.setattr(throttling, "shared_redis", lambda: redis.Redis.from_url(dead, socket_connect_timeout=1))
     response = post_bytes(
         alice.http, "/api/v1/models/breast-cancer-logreg/sessions", bundles["breast-cancer-logreg"].evaluation_keys
     )
