@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +124,22 @@ def post_worker_init(worker: Any) -> None:
     # Each web process checks uploaded keys in processes forked from its own forkserver,
     # which imports the FHE runtime (seconds): start it now rather than on the first upload.
     from keys.evaluation_keys import checker
-
-    checker.warm_up()
-    # And connect to the broker as the first job's submission would (moai_site.celery), in a
-    # thread: with the broker away, kombu retries for long, and the process must serve meanwhile.
-    threading.Thread(target=_ready_to_publish, args=(worker,), name="broker-warm-up", daemon=True).start()
-
-
-def _ready_to_publish(worker: Any) -> None:
     from moai_site.celery import ready_to_publish
 
+    checker.warm_up()
+    # And get ready to send the first job as its submission would (moai_site.celery): the imports
+    # now, the connection in a thread, as kombu retries for long with the broker away and the
+    # process must serve meanwhile.
     try:
-        ready_to_publish()
+        connect = ready_to_publish()
+    except Exception:  # the first job does it (and waits) as before
+        worker.log.warning("could not get ready to send jobs ahead of the first one")
+        return
+    threading.Thread(target=_connect, args=(worker, connect), name="broker-warm-up", daemon=True).start()
+
+
+def _connect(worker: Any, connect: Callable[[], None]) -> None:
+    try:
+        connect()
     except Exception:  # the first job connects (and waits) as before
         worker.log.warning("could not connect to the broker ahead of the first job")

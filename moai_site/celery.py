@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
@@ -51,18 +52,27 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def ready_to_publish() -> None:
+def ready_to_publish() -> Callable[[], None]:
     """Do now what the first task sent by a process would do on a user's request.
 
-    Celery finalizes the app, imports its result backend (through package entry points)
-    and the task sender, and connects to the broker lazily, on the first send: 25-40 ms on
-    the first job a web process takes. gunicorn calls this as each worker process starts.
+    Celery finalizes the app (importing every app's tasks), imports its result backend
+    (through package entry points), its task sender and the broker's transport, and connects
+    to the broker lazily, on the first send: 25-40 ms on the first job a web process takes.
+    gunicorn calls this as each worker process starts. The imports happen here, before the
+    process serves: a thread importing modules while requests import them could catch a
+    module half made. Returns the connecting, which may wait long on a broker that is away,
+    for the caller to run in a thread.
     """
-    from kombu.common import maybe_declare
-
     app.finalize(auto=True)
     _ = app.backend
     _ = app.amqp.send_task_message
+    _ = app.connection_for_write().transport
+    return _connect_and_declare
+
+
+def _connect_and_declare() -> None:
+    from kombu.common import maybe_declare
+
     with app.producer_or_acquire() as producer:
         # Connected, and the queue declared as the first send would; the pool keeps the connection.
         maybe_declare(app.amqp.queues[app.conf.task_default_queue], producer.channel)

@@ -461,6 +461,7 @@ def test_a_web_process_is_connected_to_the_broker_before_its_first_job(settings)
     app._pool = app.amqp._producer_pool = None
     with app.producer_or_acquire() as producer:
         assert not producer.connection.connected
-    ready_to_publish()
+    connect = ready_to_publish()  # the imports; gunicorn runs the connecting in a thread
+    connect()
     with app.producer_or_acquire() as producer:
         assert producer.connection.connected
