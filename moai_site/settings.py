@@ -314,8 +314,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "base.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    # Counted per API client in the shared cache (Redis), so limits hold across web processes:
-    # every call (requests), and on top of it opening sessions and submitting jobs.
+    # Counted per API client in Redis (keys.throttling; the file cache without it), so limits hold
+    # across web processes: every call (requests), and on top of it opening sessions and submitting jobs.
     "DEFAULT_THROTTLE_CLASSES": ["keys.throttling.ClientRequestThrottle", "keys.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "requests": MOAI_RATE_LIMIT_REQUESTS,
