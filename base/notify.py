@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from base.redis_client import shared_redis
+from base.redis_client import shared_redis, subscriptions_redis
 
 CHANNEL = "moai:job-ended:{}"
 WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (jobs.warmup)
 WARMED_KEY = "moai:session-warmed:{}"  # set, and published on, when a process has warmed a session's keys
 POLL_SECONDS = 0.025
+# A held request re-reads the job at least this often, should its end notice be lost.
+RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,27 @@ def wait_on_channel(
     deadline = time.monotonic() + timeout
     if settings.REDIS_URL:
         try:
-            pubsub = shared_redis().pubsub(ignore_subscribe_messages=True)
+            pubsub = subscriptions_redis().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(channel)
         except Exception:
             pubsub = None
         if pubsub is not None:
             try:
                 # Subscribed first, checked second: an end published in between is not missed.
+                checked = time.monotonic()
                 while not finished() and (left := deadline - time.monotonic()) > 0:
-                    message = pubsub.get_message(timeout=min(left, 1.0))
-                    if message is not None and heard is not None and isinstance(message.get("data"), bytes):
-                        heard(message["data"])
+                    # Checked again after a notice, or every RECHECK_SECONDS should one be lost; not when
+                    # the read returned early with nothing (Redis's reply to the subscription, which
+                    # get_message swallows): that re-check was a wasted query on every held request.
+                    while (left := deadline - time.monotonic()) > 0:
+                        message = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
+                        if message is not None:
+                            if heard is not None and isinstance(message.get("data"), bytes):
+                                heard(message["data"])
+                            break
+                        if time.monotonic() - checked >= RECHECK_SECONDS:
+                            break
+                    checked = time.monotonic()
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()

@@ -1,5 +1,6 @@
 """The service's Redis clients, all made here: one per process for its small uses (job-end
-notices, the metrics lease, recovery's look at the queue), and short-lived ones for probes.
+notices, the metrics lease, recovery's look at the queue), one per process for subscriptions,
+and short-lived ones for probes.
 A client's connection pool reconnects by itself, also after a fork."""
 
 from __future__ import annotations
@@ -17,4 +18,16 @@ def connect(socket_timeout: float = 5.0) -> redis.Redis:
 
 @functools.cache
 def shared_redis() -> redis.Redis:
+    return connect()
+
+
+@functools.cache
+def subscriptions_redis() -> redis.Redis:
+    """The client whose connections hold subscriptions (``.pubsub()``), a pool of their own.
+
+    redis-py disconnects a subscription's connection when it closes and hands it back to its
+    pool. In the shared pool, the next command to take that connection (a held request's
+    release of its wait slot, just before the answer goes out) would connect again first: a
+    TCP connect and a handshake of several round trips on every ``?wait`` request.
+    """
     return connect()

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import socket
 import statistics
@@ -136,7 +137,12 @@ def _prepare_environment(data_dir: Path) -> dict[str, str]:
     env = {
         "DJANGO_SETTINGS_MODULE": "moai_site.settings",
         "MOAI_DATA_DIR": str(data_dir),
-        "DEBUG": "1",
+        # Production settings, as the chart runs them (DEBUG off: no per-query debug records in
+        # web and worker), with keys made for this run alone.
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_hex(32),
+        "MOAI_AUDIT_KEY": secrets.token_hex(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "MOAI_LOG_LEVEL": "WARNING",
         # The benchmark is its only client: rate limits would measure themselves.
         "MOAI_RATE_LIMIT_SESSIONS": "100000/min",

@@ -33,7 +33,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from base import blobs, notify
-from base.redis_client import shared_redis
+from base.redis_client import subscriptions_redis
 from jobs import cores, runtime
 from registry.models import ModelVersion
 from sessions.models import KeySession
@@ -108,7 +108,7 @@ def _subscribe() -> Any:
     if not settings.REDIS_URL:
         return None
     try:
-        pubsub = shared_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub = subscriptions_redis().pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(notify.WARMUP_CHANNEL)
         return pubsub
     except Exception:

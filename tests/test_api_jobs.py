@@ -465,3 +465,48 @@ def test_a_web_process_is_connected_to_the_broker_before_its_first_job(settings)
     connect()
     with app.producer_or_acquire() as producer:
         assert producer.connection.connected
+
+
+def test_a_held_wait_reads_the_job_once_as_it_starts_and_once_per_notice(settings):
+    """With Redis, a held request reads the job's row after subscribing and again only when a
+    notice comes (or a second passes without one); Redis's reply to the subscription woke it
+    into one more read before, a query wasted on every ``?wait`` request."""
+    import threading
+    import time
+
+    from base import notify
+
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded defaults poll the row; there is no subscription")
+    checks: list[float] = []
+    started = time.monotonic()
+
+    def ended() -> bool:
+        checks.append(time.monotonic() - started)
+        return len(checks) == 2
+
+    threading.Timer(0.3, notify.job_ended, args=("held-wait-test",)).start()
+    notify.wait_for("held-wait-test", ended, 5)
+    assert len(checks) == 2
+    assert checks[0] < 0.25 <= checks[1] < 0.9  # the second read is the notice's, not a poll's
+
+    checks.clear()
+    started = time.monotonic()
+    notify.wait_for("held-wait-test-no-notice", lambda: bool(checks.append(time.monotonic() - started)), 1.5)
+    # Read as it starts, once a second without a notice, and once more as the wait runs out.
+    assert len(checks) == 3, checks
+    assert checks[1] >= notify.RECHECK_SECONDS, checks
+
+
+def test_a_held_wait_leaves_the_shared_redis_connections_connected(settings):
+    """A subscription's connection is dropped when the wait ends (redis-py disconnects it on close):
+    taken from the shared pool, it left the next command there (the wait slot's release, before
+    the answer goes out) to connect again first. Subscriptions have a pool of their own."""
+    from base import notify
+    from base.redis_client import shared_redis
+
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded defaults poll the row; there is no subscription")
+    connection_before = shared_redis().client_id()
+    notify.wait_for("held-wait-connection-test", lambda: True, 1)
+    assert shared_redis().client_id() == connection_before
