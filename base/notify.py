@@ -18,10 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from redis.client import PubSub
 
 from base.redis_client import shared_redis, subscriptions_redis
 
 CHANNEL = "moai:job-ended:{}"
+# Set as a job's end is announced, for a request that subscribes to the job's channel only after
+# that: it reads the job's row once it sees the mark, never before (one query less per held wait).
+ENDED_MARK = "moai:job-ended-mark:{}"
+# Long past the moment between a request reading a job's row and subscribing to its notices.
+ENDED_MARK_SECONDS = 60
 WARMUP_CHANNEL = "moai:worker-warmups"  # heard by every pool process (jobs.warmup)
 WARMED_KEY = "moai:session-warmed:{}"  # set, and published on, when a process has warmed a session's keys
 POLL_SECONDS = 0.025
@@ -46,7 +52,12 @@ def job_ended(job_id: str, outputs: Outputs | None = None) -> None:
         return
     message = b"1" if outputs is None else _encoded(outputs)
     with contextlib.suppress(Exception):
-        shared_redis().publish(CHANNEL.format(job_id), message)
+        # The mark first, the notice second, in one round trip: a request that subscribes after
+        # the notice went out finds the mark (wait_for).
+        pipe = shared_redis().pipeline(transaction=False)
+        pipe.set(ENDED_MARK.format(job_id), b"1", ex=ENDED_MARK_SECONDS)
+        pipe.publish(CHANNEL.format(job_id), message)
+        pipe.execute()
 
 
 def _encoded(outputs: Outputs) -> bytes:
@@ -77,44 +88,74 @@ def decoded_outputs(message: bytes) -> Outputs | None:
 def wait_for(
     job_id: str, finished: Callable[[], bool], timeout: float, heard: Callable[[bytes], None] | None = None
 ) -> None:
-    """Return once ``finished()`` is true or ``timeout`` seconds have passed; ``heard`` gets each notice."""
-    wait_on_channel(CHANNEL.format(job_id), finished, timeout, heard)
+    """Return once ``finished()`` is true or ``timeout`` seconds have passed; ``heard`` gets each notice.
+
+    With Redis, ``finished()`` (the caller's read of the job) runs only once a notice came, the
+    job's end mark is found, or a second passed without either (should a notice be lost).
+    """
+    wait_on_channel(CHANNEL.format(job_id), finished, timeout, heard, ENDED_MARK.format(job_id))
 
 
 def wait_on_channel(
-    channel: str, finished: Callable[[], bool], timeout: float, heard: Callable[[bytes], None] | None = None
+    channel: str,
+    finished: Callable[[], bool],
+    timeout: float,
+    heard: Callable[[bytes], None] | None = None,
+    mark: str | None = None,
 ) -> None:
-    """Return once ``finished()`` is true or ``timeout`` seconds have passed, re-checking when ``channel`` speaks."""
+    """Return once ``finished()`` is true or ``timeout`` seconds have passed, re-checking when ``channel`` speaks.
+
+    ``mark``: a key set before anything is published on ``channel``; while it is absent once
+    subscribed, whatever happens later is heard, so ``finished()`` is not asked first.
+    """
     deadline = time.monotonic() + timeout
     if settings.REDIS_URL:
+        pubsub: PubSub | None = None
         try:
-            pubsub = subscriptions_redis().pubsub(ignore_subscribe_messages=True)
+            pubsub = subscriptions_redis().pubsub()
             pubsub.subscribe(channel)
+            # Redis's reply to the subscription: from then on every notice reaches it, and a look at
+            # the mark made after it sees any notice that went out before.
+            reply = pubsub.get_message(timeout=min(timeout, RECHECK_SECONDS))
+            subscribed = reply is not None and reply.get("type") == "subscribe"
         except Exception:
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
             pubsub = None
         if pubsub is not None:
             try:
                 # Subscribed first, checked second: an end published in between is not missed.
+                done = (not subscribed or _marked(mark)) and finished()
                 checked = time.monotonic()
-                while not finished() and (left := deadline - time.monotonic()) > 0:
-                    # Checked again after a notice, or every RECHECK_SECONDS should one be lost; not when
-                    # the read returned early with nothing (Redis's reply to the subscription, which
-                    # get_message swallows): that re-check was a wasted query on every held request.
+                while not done and (left := deadline - time.monotonic()) > 0:
+                    # Checked again after a notice, or every RECHECK_SECONDS should one be lost.
                     while (left := deadline - time.monotonic()) > 0:
                         message = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
-                        if message is not None:
+                        if message is not None and message.get("type") == "message":
                             if heard is not None and isinstance(message.get("data"), bytes):
                                 heard(message["data"])
                             break
                         if time.monotonic() - checked >= RECHECK_SECONDS:
                             break
                     checked = time.monotonic()
+                    done = finished()
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()
             return
     while not finished() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+
+
+def _marked(mark: str | None) -> bool:
+    """Whether ``mark`` is set; True when there is none to look at or Redis cannot say (then ask the caller)."""
+    if mark is None:
+        return True
+    try:
+        return bool(shared_redis().exists(mark))
+    except Exception:
+        return True
 
 
 def announce_session(session_id: str) -> None:
