@@ -15,16 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django_stubs_ext import WithAnnotations
 
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
+from base.statements import Statement
 from jobs import cores
 from jobs.models import Job
 from sessions.models import KeySession
@@ -312,14 +315,8 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     queued job, with whether any other client has one waiting. Only then is the
     fair-share turn worked out (``_client_whose_turn_it_is``).
     """
-    queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("session", "model_version", "client")
-    others = Job.objects.filter(status=Job.Status.QUEUED).exclude(client_id=OuterRef("client_id"))
-    # How many are queued, counted only up to a bound: the pool processes that may take them.
-    counted = RawSQL(
-        f"SELECT count(*) FROM (SELECT 1 FROM {Job._meta.db_table} WHERE status = %s LIMIT %s) AS queued",
-        [Job.Status.QUEUED.value, cores.MAX_POOL_PROCESSES + 1],
-    )
-    head = queued.annotate(others_waiting=Exists(others), queued_now=counted).order_by("submitted_at").first()
+    queued = _queued()
+    head = _QUEUE_HEAD.first()
     if head is None:
         return None
     oldest: Job | None = head
@@ -345,6 +342,30 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     if warm is not None:
         warm.queued_behind = oldest.queued_behind
     return warm or oldest
+
+
+def _queued() -> QuerySet[Job]:
+    return Job.objects.filter(status=Job.Status.QUEUED).select_related("session", "model_version", "client")
+
+
+class _HeadAnnotations(TypedDict):
+    others_waiting: bool
+    queued_now: int
+
+
+def _queue_head() -> QuerySet[WithAnnotations[Job, _HeadAnnotations]]:
+    """The oldest queued job, with whether another client has one queued and how many are."""
+    others = Job.objects.filter(status=Job.Status.QUEUED).exclude(client_id=OuterRef("client_id"))
+    # How many are queued, counted only up to a bound: the pool processes that may take them.
+    counted = RawSQL(
+        f"SELECT count(*) FROM (SELECT 1 FROM {Job._meta.db_table} WHERE status = %s LIMIT %s) AS queued",
+        [Job.Status.QUEUED.value, cores.MAX_POOL_PROCESSES + 1],
+    )
+    return _queued().annotate(others_waiting=Exists(others), queued_now=counted).order_by("submitted_at")[:1]
+
+
+# Read on every claim with the same SQL each time: compiled once per thread (base.statements).
+_QUEUE_HEAD: Statement[WithAnnotations[Job, _HeadAnnotations]] = Statement(_queue_head)
 
 
 def _client_whose_turn_it_is() -> int | None:

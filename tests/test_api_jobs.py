@@ -517,3 +517,39 @@ def test_a_held_wait_leaves_the_shared_redis_connections_connected(settings):
     connection_before = shared_redis().client_id()
     notify.wait_for("held-wait-connection-test", lambda: True, 1)
     assert shared_redis().client_id() == connection_before
+
+
+def test_the_queue_head_read_compiled_once_answers_as_its_queryset(
+    alice, mallory, context_id, logreg, open_session, bundles, django_capture_on_commit_callbacks,
+    django_assert_num_queries,
+):  # fmt: skip
+    """The claim's read of the queue's head is compiled once per thread (base.statements): it
+    must find what the queryset finds, with its related rows and annotations, as the queue changes."""
+    from jobs import services
+
+    ciphertext = bundles[LOGREG].encrypt(0)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = submit(alice, context_id, ciphertext).json()["job_id"]
+        submit(alice, context_id, ciphertext)
+        submit(mallory, open_session(mallory, logreg), ciphertext)
+
+    def compare() -> None:
+        expected = services._queue_head().first()
+        with django_assert_num_queries(1):
+            head = services._QUEUE_HEAD.first()
+            assert head is not None
+            assert expected is not None
+            # The related rows came with it: reading them costs no query.
+            seen = (head.session.status, head.model_version.name, head.client.name)
+        assert head.pk == expected.pk
+        assert (head.others_waiting, head.queued_now) == (expected.others_waiting, expected.queued_now)
+        assert seen == (expected.session.status, expected.model_version.name, expected.client.name)
+        assert head.submitted_at == expected.submitted_at
+
+    compare()
+    assert str(services._QUEUE_HEAD.first().pk) == first
+    Job.objects.filter(pk=first).update(status=Job.Status.CANCELLED)
+    compare()
+    assert services._QUEUE_HEAD.first().queued_now == 2
+    Job.objects.filter(status=Job.Status.QUEUED).update(status=Job.Status.CANCELLED)
+    assert services._QUEUE_HEAD.first() is None
