@@ -94,6 +94,16 @@ def _model(client: Any, bare: requests.Session, bare_url: str, model: str, folde
     moai_first = moai(0)
     moai_warm = [moai(i) for i in range(warm_runs)]
     client.close_session(session.context_id)
+    # One first job is one sample, compared with the median of many warm ones: the first jobs of
+    # more fresh sessions give the median the target compares (the first of them, the first job
+    # this service ever ran, is also shown alone).
+    first_jobs = [moai_first]
+    for _ in range(plan.first_job_sessions - 1):
+        fresh = client.open_session(model)
+        began = time.perf_counter()
+        client.run_one(fresh, fresh.encrypt(rows[:1])[0], timeout=600)
+        first_jobs.append((time.perf_counter() - began) * 1000)
+        client.close_session(fresh.context_id)
 
     began = time.perf_counter()
     uid = bare.post(f"{bare_url}/{model}/add_key", data=keys).json()["uid"]
@@ -110,6 +120,8 @@ def _model(client: Any, bare: requests.Session, bare_url: str, model: str, folde
     return {
         "moai_open_ms": open_ms,
         "moai_first_ms": moai_first,
+        "moai_first_jobs_ms": first_jobs,
+        "moai_first_median_ms": statistics.median(first_jobs),
         "moai_warm_median_ms": statistics.median(moai_warm),
         "bare_open_ms": bare_open_ms,
         "bare_first_ms": bare_first,
@@ -195,9 +207,13 @@ def targets(versus: dict[str, Any], raw: dict[str, Any], moai_throughput: float)
     checks: dict[str, Any] = {}
     for model, m in versus["models"].items():
         ratio = m["moai_warm_median_ms"] / m["bare_warm_median_ms"]
-        first = m["moai_first_ms"] / m["moai_warm_median_ms"]
+        first = m["moai_first_median_ms"] / m["moai_warm_median_ms"]
         met = ratio <= 1.0 and first <= 1.5
-        entry = {"warm_over_bare": ratio, "first_over_warm": first, "target": "warm <= 1.0x bare, first <= 1.5x warm"}
+        entry = {
+            "warm_over_bare": ratio,
+            "first_over_warm": first,
+            "target": "warm <= 1.0x bare, first job of a session (median over sessions) <= 1.5x warm",
+        }
         if model == "breast-cancer-logreg":
             added = m["moai_warm_median_ms"] - raw[model]["threads_all"]["raw_median_ms"]
             entry |= {"added_over_raw_ms": added, "target": entry["target"] + ", <= raw + 10 ms"}
@@ -211,14 +227,18 @@ def targets(versus: dict[str, Any], raw: dict[str, Any], moai_throughput: float)
 
 def print_lines(versus: dict[str, Any], raw: dict[str, Any], moai_throughput: float) -> None:
     print(f"\n{'against the bare server':<22} {'bare ms':>8} {'MOAI ms':>8} {'ratio':>6} {'bare 1st':>9} "
-          f"{'MOAI 1st':>9} {'1st/warm':>9} {'open ms':>8}")  # fmt: skip
+          f"{'MOAI 1st':>9} {'1st med':>8} {'med/warm':>9} {'open ms':>8}")  # fmt: skip
     for model, m in versus["models"].items():
         print(
             f"{model:<22} {m['bare_warm_median_ms']:>8.1f} {m['moai_warm_median_ms']:>8.1f} "
             f"{m['moai_warm_median_ms'] / m['bare_warm_median_ms']:>6.3f} {m['bare_first_ms']:>9.1f} "
-            f"{m['moai_first_ms']:>9.1f} {m['moai_first_ms'] / m['moai_warm_median_ms']:>9.2f} "
-            f"{m['moai_open_ms']:>8.0f}"
+            f"{m['moai_first_ms']:>9.1f} {m['moai_first_median_ms']:>8.1f} "
+            f"{m['moai_first_median_ms'] / m['moai_warm_median_ms']:>9.2f} {m['moai_open_ms']:>8.0f}"
         )
+    print(
+        "(MOAI 1st: the first session's first job; 1st med: the median first job of "
+        f"{len(next(iter(versus['models'].values()))['moai_first_jobs_ms'])} fresh sessions, which the target uses)"
+    )
     first = versus["first_upload"]
     bare_tp = versus["bare_throughput"]
     print(
