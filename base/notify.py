@@ -129,15 +129,12 @@ def wait_on_channel(
                 done = (not subscribed or _marked(mark)) and finished()
                 checked = time.monotonic()
                 while not done and (left := deadline - time.monotonic()) > 0:
-                    # Checked again after a notice, or every RECHECK_SECONDS should one be lost.
-                    while (left := deadline - time.monotonic()) > 0:
-                        message = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
-                        if message is not None and message.get("type") == "message":
-                            if heard is not None and isinstance(message.get("data"), bytes):
-                                heard(message["data"])
-                            break
-                        if time.monotonic() - checked >= RECHECK_SECONDS:
-                            break
+                    message = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
+                    if message is not None and message.get("type") == "message":
+                        if heard is not None and isinstance(message.get("data"), bytes):
+                            heard(message["data"])
+                    elif time.monotonic() - checked < RECHECK_SECONDS and time.monotonic() < deadline:
+                        continue  # woken with no notice: read again only every RECHECK_SECONDS, and at the end
                     checked = time.monotonic()
                     done = finished()
             finally:
