@@ -1,51 +1,139 @@
 """Reads whose SQL is built once per thread instead of on every run.
 
 Django compiles a queryset's SQL each time it is evaluated. For a read that runs on every
-job with the same SQL and parameters each time (a worker's look at the head of the queue),
-the compiling was about as long as the query itself (0.7 ms of 1.7, measured alone). A
-:class:`Statement` compiles its queryset once per thread (Django's connections are per
-thread, and a compiler belongs to one) and builds model instances from the rows as a
-queryset would, related objects (``select_related``) and annotations included.
+job or request with the same SQL each time (a worker's look at the head of the queue, the
+API key and session of a request), the compiling was about as long as the query itself
+(0.7 ms of 1.7 for the queue's head, measured alone). A :class:`Statement` compiles its
+queryset once per thread (Django's connections are per thread, and a compiler belongs to
+one) and builds model instances from the rows as a queryset would, related objects
+(``select_related``) and annotations included.
 
-Only for querysets whose SQL and parameters never change: nothing is re-read from the
-queryset after its first run.
+What changes from run to run is declared as :class:`Param`: the queryset is built once with
+each parameter's ``sample`` (a value no real run uses), which marks where the parameter lands
+in the SQL's parameters; each run puts its own values there, made ready for the database by
+the parameter's field as Django would. Everything else is read from the queryset once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from django.db.models import Model, QuerySet
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, transaction
+from django.db.models import Field, ForeignObject, Model, QuerySet
 from django.db.models.query import get_related_populators
 
 M = TypeVar("M", bound=Model)
 
 
+@dataclass(frozen=True)
+class Param:
+    """A value that changes from run to run, compared by ``field`` (an exact or range lookup on it).
+
+    ``sample`` must be one the field can hold: Django leaves out of the SQL a comparison with
+    a value out of the field's range (a negative number for a positive field), so it would not
+    be found there.
+    """
+
+    field: Field[Any, Any]
+    sample: object
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    compiler: Any
+    sql: str
+    params: tuple[Any, ...]
+    positions: tuple[int, ...]
+    db: str
+
+
 class Statement(Generic[M]):
-    def __init__(self, queryset: Callable[[], QuerySet[M]]) -> None:
+    def __init__(self, queryset: Callable[..., QuerySet[M]], *params: Param) -> None:
         self._queryset = queryset
+        self._params = params
         self._compiled = threading.local()
 
-    def first(self) -> M | None:
-        """The first row as a model instance (as ``queryset().first()`` would give), or None."""
-        compiler, sql, params, db = self._compile()
-        with compiler.connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    def first(self, *values: object) -> M | None:
+        """The first row as a model instance (as ``queryset(*values).first()`` would give), or None.
+
+        A queryset locking rows (``select_for_update``) may run outside a transaction: one
+        statement is a transaction of its own, holding its locks while it runs.
+        """
+        compiled = self._compile()
+        with compiled.compiler.connection.cursor() as cursor:
+            cursor.execute(compiled.sql, self._bound(compiled, values))
             rows = cursor.fetchmany(1)
-        for row in compiler.results_iter([rows]):
-            return _instance(compiler, row, db)
+        for row in compiled.compiler.results_iter([rows]):
+            return _instance(compiled.compiler, row, compiled.db)
         return None
 
-    def _compile(self) -> tuple[Any, str, tuple[Any, ...], str]:
-        compiled: tuple[Any, str, tuple[Any, ...], str] | None = getattr(self._compiled, "value", None)
+    def refresh(self, instance: M, *values: object) -> bool:
+        """Load ``instance``'s fields from the first row, as ``refresh_from_db(from_queryset=...)`` does;
+        False, and ``instance`` left as it was, when there is no row."""
+        fresh = self.first(*values)
+        if fresh is None:
+            return False
+        for field in instance._meta.concrete_fields:
+            setattr(instance, field.attname, getattr(fresh, field.attname))
+            if isinstance(field, ForeignObject):
+                # The related rows read with it (select_related), or none that could be stale.
+                if field.is_cached(fresh):
+                    field.set_cached_value(instance, field.get_cached_value(fresh))
+                elif field.is_cached(instance):
+                    field.delete_cached_value(instance)
+        instance._state.db = fresh._state.db
+        return True
+
+    def exists(self, *values: object) -> bool:
+        """Whether there is a row, as ``queryset(*values).exists()`` would say."""
+        compiled = self._compile(exists=True)
+        with compiled.compiler.connection.cursor() as cursor:
+            cursor.execute(compiled.sql, self._bound(compiled, values))
+            return cursor.fetchone() is not None
+
+    def _bound(self, compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:
+        if len(values) != len(self._params):
+            raise TypeError(f"{len(self._params)} values expected, {len(values)} given")
+        params = list(compiled.params)
+        connection = compiled.compiler.connection
+        for param, position, value in zip(self._params, compiled.positions, values, strict=True):
+            params[position] = param.field.get_db_prep_value(value, connection, prepared=False)
+        return params
+
+    def _compile(self, exists: bool = False) -> _Compiled:
+        slot = "exists" if exists else "rows"
+        compiled: _Compiled | None = getattr(self._compiled, slot, None)
         if compiled is None:
-            queryset = self._queryset()
-            compiler = queryset.query.get_compiler(using=queryset.db)
-            sql, params = compiler.as_sql()  # also sets up what the rows are read with (select, klass_info)
-            compiled = self._compiled.value = (compiler, sql, tuple(params), queryset.db)
+            queryset = self._queryset(*(param.sample for param in self._params))
+            query = queryset.query.exists() if exists else queryset.query
+            compiler = query.get_compiler(using=queryset.db)
+            # Django refuses to build a locking read in autocommit mode, where the statement may
+            # run (see first): it is built inside a transaction, which sends nothing to the database.
+            building = transaction.atomic(using=queryset.db) if query.select_for_update else nullcontext()
+            try:
+                with building:
+                    sql, params = compiler.as_sql()  # also sets up what the rows are read with (select, klass_info)
+            except EmptyResultSet:
+                raise ValueError("a sample is out of its field's range: the SQL cannot hold it") from None
+            connection = connections[queryset.db]
+            positions = tuple(_position(params, param, connection) for param in self._params)
+            compiled = _Compiled(compiler, sql, tuple(params), positions, queryset.db)
+            setattr(self._compiled, slot, compiled)
         return compiled
+
+
+def _position(params: Any, param: Param, connection: Any) -> int:
+    """Where ``param``'s sample landed in the SQL's parameters: exactly once, or the statement cannot be bound."""
+    marker = param.field.get_db_prep_value(param.sample, connection, prepared=False)
+    found = [index for index, value in enumerate(params) if type(value) is type(marker) and value == marker]
+    if len(found) != 1:
+        raise ValueError(f"the sample {param.sample!r} is in the SQL's parameters {len(found)} times, not once")
+    return found[0]
 
 
 def _instance(compiler: Any, row: Any, db: str) -> Any:

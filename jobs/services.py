@@ -27,7 +27,7 @@ from django_stubs_ext import WithAnnotations
 
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
-from base.statements import Statement
+from base.statements import Param, Statement
 from jobs import cores
 from jobs.models import Job
 from sessions.models import KeySession
@@ -91,11 +91,7 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
         with transaction.atomic():
             # Lock the session so it cannot end between the status check and the insert:
             # ending it cancels queued jobs, and this one must be among them or not exist.
-            if (
-                not KeySession.objects.select_for_update()
-                .filter(pk=session.pk, status=KeySession.Status.ACTIVE)
-                .exists()
-            ):
+            if not _ACTIVE_SESSION_LOCKED.exists(session.pk):
                 raise SessionEndedError(str(session.pk))
             job.save(force_insert=True)
             audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
@@ -119,6 +115,14 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
         raise
     logger.info("job queued", extra={**_log_fields(job), "inputs": job.input_count})
     return job, True
+
+
+def _active_session_locked(session_id: uuid.UUID) -> QuerySet[KeySession]:
+    return KeySession.objects.select_for_update().filter(pk=session_id, status=KeySession.Status.ACTIVE)
+
+
+# Run on every submission: compiled once per thread (base.statements).
+_ACTIVE_SESSION_LOCKED = Statement(_active_session_locked, Param(KeySession._meta.pk, uuid.UUID(int=1)))
 
 
 def _same_request(job: Job, inputs_sha256: str) -> Job:

@@ -24,15 +24,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from base import notify
 from base.errors import ApiError
 from base.redis_client import shared_redis
+from base.statements import Param, Statement
 from jobs.models import Job
 from sessions.models import KeySession
 
@@ -178,22 +179,34 @@ def _confirm_notice(job: Job) -> bool:
     if delivered is None:
         return False
     retained_since = timezone.now() - timedelta(seconds=settings.MOAI_RESULT_RETENTION_SECONDS)
-    servable = (
-        Job.objects.select_for_update(no_key=True, of=("session",))
-        .select_related("session")
-        .filter(
-            session__status=KeySession.Status.ACTIVE,
-            status=Job.Status.SUCCEEDED,
-            result_attempt=delivered.attempt,
-            blobs_erased=False,
-            finished_at__gt=retained_since,
-        )
-    )
-    try:
-        with transaction.atomic():
-            job.refresh_from_db(from_queryset=servable)
-    except Job.DoesNotExist:
+    # One statement, run outside a transaction (it is one by itself): the session's row lock is
+    # taken, waited for while an end holds it, and the rows read again after; no BEGIN and COMMIT.
+    if not _SERVABLE.refresh(job, job.pk, delivered.attempt, retained_since):
         job.delivered_outputs = job.confirmed_outputs = None
         return False
     job.confirmed_outputs = delivered
     return True
+
+
+def _servable(job_id: uuid.UUID, attempt: int, retained_since: datetime) -> QuerySet[Job]:
+    return (
+        Job.objects.select_for_update(no_key=True, of=("session",))
+        .select_related("session")
+        .filter(
+            pk=job_id,
+            session__status=KeySession.Status.ACTIVE,
+            status=Job.Status.SUCCEEDED,
+            result_attempt=attempt,
+            blobs_erased=False,
+            finished_at__gt=retained_since,
+        )
+    )
+
+
+# Read by every held request that a notice woke: compiled once per thread (base.statements).
+_SERVABLE = Statement(
+    _servable,
+    Param(Job._meta.pk, uuid.UUID(int=1)),
+    Param(Job._meta.get_field("result_attempt"), 2_000_000_001),
+    Param(Job._meta.get_field("finished_at"), datetime(1970, 1, 2, tzinfo=UTC)),
+)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import QuerySet
 from rest_framework import authentication, permissions
 from rest_framework.request import Request
 
 from base.errors import ApiError
+from base.statements import Param, Statement
 from keys.models import ApiClient, ClientApiKey
 
 if TYPE_CHECKING:
@@ -40,10 +42,19 @@ def _find_key(raw_key: str) -> ClientApiKey | None:
     prefix, _, _ = raw_key.partition(".")
     # The library's get_from_key, with the client fetched in the same query: every
     # request pays this lookup, so one round trip less matters.
-    api_key = ClientApiKey.objects.get_usable_keys().select_related("client").filter(prefix=prefix).first()
+    api_key = _USABLE_KEY.first(prefix)
     if api_key is None or not api_key.is_valid(raw_key):
         return None
     return None if api_key.has_expired else api_key
+
+
+def _usable_key(prefix: str) -> QuerySet[ClientApiKey]:
+    # Prefixes are unique: at most one row, so no ordering is needed for the first.
+    return ClientApiKey.objects.get_usable_keys().select_related("client").filter(prefix=prefix)
+
+
+# Read on every request: compiled once per thread (base.statements).
+_USABLE_KEY = Statement(_usable_key, Param(ClientApiKey._meta.get_field("prefix"), "moai-statement-sample"))
 
 
 class IsApiClient(permissions.BasePermission):

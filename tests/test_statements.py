@@ -1,0 +1,87 @@
+"""Reads compiled once per thread with values bound per run (base.statements): each must answer
+as the queryset it stands for would, for every value, in one query with its related rows."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from base.statements import Param, Statement
+from jobs.models import Job
+from sessions.models import KeySession
+
+
+@pytest.fixture
+def sessions(alice, mallory, logreg, open_session):
+    return {"alice": open_session(alice, logreg), "mallory": open_session(mallory, logreg)}
+
+
+def test_a_session_read_binds_each_runs_own_values(alice, mallory, sessions, django_assert_num_queries):
+    from api.lookup import _OWN_SESSION
+
+    for tenant, name in ((alice, "alice"), (mallory, "mallory")):
+        with django_assert_num_queries(1):
+            found = _OWN_SESSION.first(uuid.UUID(sessions[name]), tenant.client.pk)
+            assert found is not None
+            # The related rows came with it: reading them costs no query.
+            related = (found.model_version.name, found.client.name)
+        assert str(found.pk) == sessions[name]
+        assert related == ("breast-cancer-logreg", name)
+    # Another client's session, and one that does not exist, are not found.
+    assert _OWN_SESSION.first(uuid.UUID(sessions["mallory"]), alice.client.pk) is None
+    assert _OWN_SESSION.first(uuid.uuid4(), alice.client.pk) is None
+
+
+def test_an_api_key_read_finds_the_keys_prefix_only_while_usable(alice, mallory):
+    from keys.authentication import _USABLE_KEY
+    from keys.models import ClientApiKey
+
+    for tenant in (alice, mallory):
+        prefix = tenant.api_key.partition(".")[0]
+        found = _USABLE_KEY.first(prefix)
+        assert found is not None
+        assert found.client.name == tenant.client.name
+    assert _USABLE_KEY.first("nosuchky") is None
+    ClientApiKey.objects.filter(client=alice.client).update(revoked=True)
+    assert _USABLE_KEY.first(alice.api_key.partition(".")[0]) is None
+    assert _USABLE_KEY.first(mallory.api_key.partition(".")[0]) is not None
+
+
+def test_a_locking_existence_check_answers_per_session(sessions):
+    from django.db import transaction
+
+    from jobs.services import _ACTIVE_SESSION_LOCKED
+
+    with transaction.atomic():
+        assert _ACTIVE_SESSION_LOCKED.exists(uuid.UUID(sessions["alice"]))
+        assert not _ACTIVE_SESSION_LOCKED.exists(uuid.uuid4())
+    KeySession.objects.filter(pk=sessions["alice"]).update(status=KeySession.Status.EXPIRED)
+    with transaction.atomic():
+        assert not _ACTIVE_SESSION_LOCKED.exists(uuid.UUID(sessions["alice"]))
+        assert _ACTIVE_SESSION_LOCKED.exists(uuid.UUID(sessions["mallory"]))
+
+
+def test_refresh_loads_a_rows_fields_and_leaves_the_instance_alone_without_one(sessions):
+    statement = Statement(lambda pk: KeySession.objects.filter(pk=pk), Param(KeySession._meta.pk, uuid.UUID(int=1)))
+    session = KeySession.objects.get(pk=sessions["alice"])
+    KeySession.objects.filter(pk=session.pk).update(status=KeySession.Status.SUSPENDED)
+    assert statement.refresh(session, session.pk)
+    assert session.status == KeySession.Status.SUSPENDED
+    other = KeySession.objects.get(pk=sessions["mallory"])
+    assert not statement.refresh(other, uuid.uuid4())
+    assert other.status == KeySession.Status.ACTIVE
+
+
+@pytest.mark.django_db
+def test_a_sample_that_cannot_mark_one_place_is_refused():
+    attempts = Job._meta.get_field("attempts")
+    twice = Statement(lambda n: Job.objects.filter(attempts=n, result_attempt=n), Param(attempts, 2_000_000_001))
+    with pytest.raises(ValueError, match="2 times"):
+        twice.first(1)
+    # Out of the field's range: Django leaves the comparison out of the SQL altogether.
+    negative = Statement(lambda n: Job.objects.filter(attempts=n), Param(attempts, -5))
+    with pytest.raises(ValueError, match="out of its field's range"):
+        negative.first(1)
+    with pytest.raises(TypeError):
+        Statement(lambda n: Job.objects.filter(attempts=n), Param(attempts, 2_000_000_001)).first()
