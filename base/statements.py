@@ -26,6 +26,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connections, transaction
 from django.db.models import Field, ForeignObject, Model, QuerySet
 from django.db.models.query import get_related_populators
+from django.db.models.sql import UpdateQuery
 
 M = TypeVar("M", bound=Model)
 
@@ -97,13 +98,7 @@ class Statement(Generic[M]):
             return cursor.fetchone() is not None
 
     def _bound(self, compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:
-        if len(values) != len(self._params):
-            raise TypeError(f"{len(self._params)} values expected, {len(values)} given")
-        params = list(compiled.params)
-        connection = compiled.compiler.connection
-        for param, position, value in zip(self._params, compiled.positions, values, strict=True):
-            params[position] = param.field.get_db_prep_value(value, connection, prepared=False)
-        return params
+        return _bound(self._params, compiled, values)
 
     def _compile(self, exists: bool = False) -> _Compiled:
         slot = "exists" if exists else "rows"
@@ -111,20 +106,59 @@ class Statement(Generic[M]):
         if compiled is None:
             queryset = self._queryset(*(param.sample for param in self._params))
             query = queryset.query.exists() if exists else queryset.query
-            compiler = query.get_compiler(using=queryset.db)
-            # Django refuses to build a locking read in autocommit mode, where the statement may
-            # run (see first): it is built inside a transaction, which sends nothing to the database.
-            building = transaction.atomic(using=queryset.db) if query.select_for_update else nullcontext()
-            try:
-                with building:
-                    sql, params = compiler.as_sql()  # also sets up what the rows are read with (select, klass_info)
-            except EmptyResultSet:
-                raise ValueError("a sample is out of its field's range: the SQL cannot hold it") from None
-            connection = connections[queryset.db]
-            positions = tuple(_position(params, param, connection) for param in self._params)
-            compiled = _Compiled(compiler, sql, tuple(params), positions, queryset.db)
+            compiled = _compiled(query, queryset.db, self._params)
             setattr(self._compiled, slot, compiled)
         return compiled
+
+
+class Update(Generic[M]):
+    """An UPDATE compiled once per thread: ``statement(*samples)`` gives the rows' queryset and
+    what to set in them (``QuerySet.update``'s arguments); each run binds its own values."""
+
+    def __init__(self, statement: Callable[..., tuple[QuerySet[M], dict[str, Any]]], *params: Param) -> None:
+        self._statement = statement
+        self._params = params
+        self._compiled = threading.local()
+
+    def run(self, *values: object) -> int:
+        """How many rows the update changed, as ``QuerySet.update`` answers. No value may be None."""
+        compiled: _Compiled | None = getattr(self._compiled, "value", None)
+        if compiled is None:
+            queryset, changes = self._statement(*(param.sample for param in self._params))
+            query: Any = queryset.query.chain(UpdateQuery)
+            query.add_update_values(changes)
+            query.clear_select_clause()
+            compiled = self._compiled.value = _compiled(query, queryset.db, self._params)
+        connection = compiled.compiler.connection
+        with transaction.mark_for_rollback_on_error(using=compiled.db), connection.cursor() as cursor:
+            cursor.execute(compiled.sql, _bound(self._params, compiled, values))
+            return int(cursor.rowcount)
+
+
+def _compiled(query: Any, db: str, declared: tuple[Param, ...]) -> _Compiled:
+    compiler = query.get_compiler(using=db)
+    # Django refuses to build a locking read in autocommit mode, where the statement may run
+    # (see Statement.first): it is built inside a transaction, which sends nothing to the database.
+    building = transaction.atomic(using=db) if getattr(query, "select_for_update", False) else nullcontext()
+    try:
+        with building:
+            sql, params = compiler.as_sql()  # also sets up what the rows are read with (select, klass_info)
+    except EmptyResultSet:
+        raise ValueError("a sample is out of its field's range: the SQL cannot hold it") from None
+    connection = connections[db]
+    positions = tuple(_position(params, param, connection) for param in declared)
+    return _Compiled(compiler, sql, tuple(params), positions, db)
+
+
+def _bound(declared: tuple[Param, ...], compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:
+    """The statement's parameters with this run's values where the samples were."""
+    if len(values) != len(declared):
+        raise TypeError(f"{len(declared)} values expected, {len(values)} given")
+    params = list(compiled.params)
+    connection = compiled.compiler.connection
+    for param, position, value in zip(declared, compiled.positions, values, strict=True):
+        params[position] = param.field.get_db_prep_value(value, connection, prepared=False)
+    return params
 
 
 def _position(params: Any, param: Param, connection: Any) -> int:

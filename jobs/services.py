@@ -12,10 +12,10 @@ import logging
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from celery import current_app
 from django.conf import settings
@@ -27,7 +27,7 @@ from django_stubs_ext import WithAnnotations
 
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
-from base.statements import Param, Statement
+from base.statements import Param, Statement, Update
 from jobs import cores
 from jobs.models import Job
 from sessions.models import KeySession
@@ -282,10 +282,7 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
             continue
         now = timezone.now()
         # ``attempts`` as read: the row is ours only if nobody claimed (or requeued) it since.
-        claimed = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED, attempts=job.attempts).update(
-            status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
-            claim_token=token,
-        )  # fmt: skip
+        claimed = _CLAIM.run(job.pk, job.attempts, now, now, token)
         if claimed:
             # The row as the update left it, without reading it back: one query less per job.
             job.status, job.started_at, job.heartbeat_at, job.claim_token = Job.Status.RUNNING, now, now, token
@@ -300,6 +297,44 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
                "keys_warm": str(job.session_id) in warm},
     )  # fmt: skip
     return job
+
+
+# An update's rows and what it sets in them (base.statements.Update).
+_Change = tuple[QuerySet[Job], dict[str, Any]]
+
+
+def _claim(job_id: uuid.UUID, attempts: int, started_at: datetime, heartbeat_at: datetime, token: str) -> _Change:
+    queued = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED, attempts=attempts)
+    changes = {"status": Job.Status.RUNNING, "started_at": started_at, "heartbeat_at": heartbeat_at,
+               "attempts": F("attempts") + 1, "claim_token": token}  # fmt: skip
+    return queued, changes
+
+
+def _finish(job_id: uuid.UUID, attempts: int, finished_at: datetime, result_attempt: int) -> _Change:
+    running = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, attempts=attempts)
+    return running, {"status": Job.Status.SUCCEEDED, "finished_at": finished_at, "result_attempt": result_attempt}
+
+
+_JOB_ID = Param(Job._meta.pk, uuid.UUID(int=1))
+_ATTEMPTS = Param(Job._meta.get_field("attempts"), 2_000_000_001)
+_SAMPLE_TIME = datetime(1970, 1, 2, tzinfo=UTC)
+# Every job's claim and end, compiled once per thread (base.statements). Each parameter has a
+# sample of its own, even where two take the same value in a run, so that each is found.
+_CLAIM = Update(
+    _claim,
+    _JOB_ID,
+    _ATTEMPTS,
+    Param(Job._meta.get_field("started_at"), _SAMPLE_TIME),
+    Param(Job._meta.get_field("heartbeat_at"), _SAMPLE_TIME + timedelta(seconds=1)),
+    Param(Job._meta.get_field("claim_token"), "moai-statement-sample"),
+)
+_FINISH = Update(
+    _finish,
+    _JOB_ID,
+    _ATTEMPTS,
+    Param(Job._meta.get_field("finished_at"), _SAMPLE_TIME),
+    Param(Job._meta.get_field("result_attempt"), 2_000_000_002),
+)
 
 
 def ready_to_claim() -> None:
@@ -418,9 +453,7 @@ def finish_job(job: Job, outputs: list[bytes] | None = None) -> bool:
     now = timezone.now()
     # Only the attempt that holds the job may finish it: one that lost its lease and
     # was overtaken by a newer attempt produces no second result.
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
-        status=Job.Status.SUCCEEDED, finished_at=now, result_attempt=job.attempts
-    )
+    updated = _FINISH.run(job.pk, job.attempts, now, job.attempts)
     if updated:
         job.status, job.finished_at, job.result_attempt = Job.Status.SUCCEEDED, now, job.attempts
     else:

@@ -85,3 +85,36 @@ def test_a_sample_that_cannot_mark_one_place_is_refused():
         negative.first(1)
     with pytest.raises(TypeError):
         Statement(lambda n: Job.objects.filter(attempts=n), Param(attempts, 2_000_000_001)).first()
+
+
+def test_the_claim_and_finish_updates_set_each_value_where_it_belongs(
+    alice, sessions, bundles, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.services import _CLAIM, _FINISH
+    from tests.helpers import post_bytes
+
+    with django_capture_on_commit_callbacks(execute=False):  # queued, not run
+        response = post_bytes(
+            alice.http, f"/api/v1/sessions/{sessions['alice']}/jobs", bundles["breast-cancer-logreg"].encrypt(0)
+        )
+    job = Job.objects.get(pk=response.json()["job_id"])
+    started = timezone.now()
+    beat = started + timedelta(seconds=7)  # unlike ``started``: a swapped parameter would show
+    assert _CLAIM.run(job.pk, job.attempts + 1, started, beat, "token-a") == 0  # not the attempts read
+    assert _CLAIM.run(job.pk, job.attempts, started, beat, "token-a") == 1
+    claimed = Job.objects.get(pk=job.pk)
+    assert (claimed.status, claimed.attempts, claimed.claim_token) == (Job.Status.RUNNING, job.attempts + 1, "token-a")
+    assert (claimed.started_at, claimed.heartbeat_at) == (started, beat)
+    assert _CLAIM.run(job.pk, claimed.attempts, started, beat, "token-b") == 0  # running: not claimable
+
+    finished = started + timedelta(seconds=3)
+    assert _FINISH.run(job.pk, claimed.attempts + 1, finished, claimed.attempts) == 0  # another attempt's
+    assert _FINISH.run(job.pk, claimed.attempts, finished, 5) == 1
+    done = Job.objects.get(pk=job.pk)
+    assert (done.status, done.finished_at, done.result_attempt, done.attempts) == (
+        Job.Status.SUCCEEDED, finished, 5, claimed.attempts,
+    )  # fmt: skip
