@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from redis.client import PubSub
@@ -110,18 +112,15 @@ def wait_on_channel(
     """
     deadline = time.monotonic() + timeout
     if settings.REDIS_URL:
-        pubsub: PubSub | None = None
+        name = channel.encode()
         try:
-            pubsub = subscriptions_redis().pubsub()
+            pubsub = _subscriber()
             pubsub.subscribe(channel)
             # Redis's reply to the subscription: from then on every notice reaches it, and a look at
             # the mark made after it sees any notice that went out before.
-            reply = pubsub.get_message(timeout=min(timeout, RECHECK_SECONDS))
-            subscribed = reply is not None and reply.get("type") == "subscribe"
+            subscribed = _confirmed(pubsub, name, deadline)
         except Exception:
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
+            _drop_subscriber()
             pubsub = None
         if pubsub is not None:
             try:
@@ -130,7 +129,8 @@ def wait_on_channel(
                 checked = time.monotonic()
                 while not done and (left := deadline - time.monotonic()) > 0:
                     message = pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
-                    if message is not None and message.get("type") == "message":
+                    if _is_notice(message, name):
+                        assert message is not None
                         if heard is not None and isinstance(message.get("data"), bytes):
                             heard(message["data"])
                     elif time.monotonic() - checked < RECHECK_SECONDS and time.monotonic() < deadline:
@@ -138,11 +138,55 @@ def wait_on_channel(
                     checked = time.monotonic()
                     done = finished()
             finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
+                _unsubscribe(pubsub, channel)
             return
     while not finished() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+
+
+# Each thread keeps its subscription connection from one wait to the next: opening one per held
+# request cost a TCP connect, a SELECT and a disconnect each time. A thread holds one wait at a
+# time, so the connection is its own; what an earlier wait left on it (the reply to its
+# unsubscription, a notice that crossed it) is told apart by its channel and skipped.
+_subscribers = threading.local()
+
+
+def _subscriber() -> PubSub:
+    pubsub: PubSub | None = getattr(_subscribers, "pubsub", None)
+    if pubsub is None:
+        pubsub = _subscribers.pubsub = subscriptions_redis().pubsub()
+    return pubsub
+
+
+def _drop_subscriber() -> None:
+    """Close this thread's subscription connection (it failed): the next wait opens another."""
+    pubsub: PubSub | None = getattr(_subscribers, "pubsub", None)
+    _subscribers.pubsub = None
+    if pubsub is not None:
+        with contextlib.suppress(Exception):
+            pubsub.close()
+
+
+def _confirmed(pubsub: PubSub, name: bytes, deadline: float) -> bool:
+    """Read until Redis confirms the subscription to ``name`` (skipping an earlier wait's leftovers)."""
+    wait_until = min(deadline, time.monotonic() + RECHECK_SECONDS)
+    while (left := wait_until - time.monotonic()) > 0:
+        reply = pubsub.get_message(timeout=left)
+        if reply is not None and reply.get("type") == "subscribe" and reply.get("channel") == name:
+            return True
+    return False
+
+
+def _is_notice(message: dict[str, Any] | None, name: bytes) -> bool:
+    return message is not None and message.get("type") == "message" and message.get("channel") == name
+
+
+def _unsubscribe(pubsub: PubSub, channel: str) -> None:
+    """End this wait's subscription without waiting for Redis's reply, which the next wait skips."""
+    try:
+        pubsub.unsubscribe(channel)
+    except Exception:
+        _drop_subscriber()
 
 
 def _marked(mark: str | None) -> bool:

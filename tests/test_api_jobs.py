@@ -519,6 +519,45 @@ def test_a_held_wait_leaves_the_shared_redis_connections_connected(settings):
     assert shared_redis().client_id() == connection_before
 
 
+def test_a_threads_waits_share_one_subscription_and_skip_what_an_earlier_one_left(settings):
+    """A thread keeps its subscription connection from one held wait to the next (one per wait
+    cost a connect, a SELECT and a disconnect). What the earlier wait left on it, the reply to its
+    unsubscription and a notice that crossed it, must not pass for the next wait's notice."""
+    import threading
+
+    from base import notify
+    from base.redis_client import shared_redis
+
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded defaults poll the row; there is no subscription")
+    notify.wait_for("shared-subscription-first", lambda: True, 1)
+    subscriber = notify._subscriber()
+    connection = subscriber.connection
+    assert connection is not None
+    # A notice for the first wait's job, sent after that wait ended: it sits on the connection.
+    first = notify.CHANNEL.format("shared-subscription-first")
+    subscriber.subscribe(first)
+    assert shared_redis().publish(first, b"late") == 1
+    subscriber.unsubscribe(first)
+    heard: list[bytes] = []
+    checks: list[float] = []
+    notify.wait_for("shared-subscription-second", lambda: bool(checks.append(1.0)), 0.4, heard.append)
+    assert heard == []  # the late notice was another wait's
+    assert len(checks) == 1  # read once, as the wait ran out: nothing woke it
+    assert notify._subscriber() is subscriber
+    assert subscriber.connection is connection
+
+    # A channel still subscribed on the connection (redis-py subscribes again, after a reconnect,
+    # to one whose unsubscription it had not heard back): its notices during a wait are not this one's.
+    subscriber.subscribe(first)
+    threading.Timer(0.15, shared_redis().publish, args=(first, b"stray")).start()
+    checks.clear()
+    notify.wait_for("shared-subscription-third", lambda: bool(checks.append(1.0)), 0.4, heard.append)
+    subscriber.unsubscribe(first)
+    assert heard == []
+    assert len(checks) == 1
+
+
 def test_the_queue_head_read_compiled_once_answers_as_its_queryset(
     alice, mallory, context_id, logreg, open_session, bundles, django_capture_on_commit_callbacks,
     django_assert_num_queries,
