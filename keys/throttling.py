@@ -1,17 +1,18 @@
 """Per-client rate limits, counted in the shared cache so they hold across web processes.
 
-Two throttles run on every API view (``REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"]``):
-``ClientRequestThrottle`` counts every call of a client, whatever the endpoint (GETs
-included, so a client cannot hold the web tier with cheap requests), and
-``ClientRateThrottle`` adds the tighter limit of the view's own scope, where it has one
-(``sessions``, ``jobs``). Over either, the answer is 429 ``rate_limited`` with ``Retry-After``.
+Every API view (``REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"]``) counts each call of a client
+under two limits: ``requests``, every call whatever the endpoint (GETs included, so a client
+cannot hold the web tier with cheap requests), and the tighter limit of the view's own scope,
+where it has one (``sessions``, ``jobs``). Over either, the answer is 429 ``rate_limited`` with
+``Retry-After``.
 
-With Redis, each limit is a sliding window kept in a sorted set and checked and counted by
-one script, on Redis's clock: one round trip per limit, and exact however many web
-processes and hosts a client's concurrent requests land on. (DRF's own throttle reads the
-window from the cache and writes it back, two round trips, and concurrent requests that read
-the same window all pass.) With the embedded defaults (no Redis) DRF's throttle counts in
-the file cache, for the one host there is.
+With Redis, each limit is a sliding window kept in a sorted set, and one script on Redis's
+clock checks every limit of a call and counts it in all of them, or in none when one refuses:
+one round trip per call, and exact however many web processes and hosts a client's
+concurrent requests land on. (DRF's own throttle reads the window from the cache and writes
+it back, two round trips per limit, and concurrent requests that read the same window all
+pass.) With the embedded defaults (no Redis) DRF's throttle counts each limit in the file
+cache, for the one host there is.
 """
 
 from __future__ import annotations
@@ -30,73 +31,98 @@ if TYPE_CHECKING:
     from rest_framework.views import APIView
 
 
-# Drop the calls older than the window, refuse if the rest fill it (answering how long until the
-# oldest leaves it), else count this one. Atomic in Redis: two requests cannot both take the last call.
-_WINDOW = """
+# Each limit's window: drop the calls older than it, and if the rest fill it, note how long until
+# the oldest leaves it. Refused by any limit: answer the longest of those waits and count nothing.
+# Else count the call in every window. One script for all of a call's limits: one round trip, and
+# atomic in Redis, so two requests cannot both take the last call of a window.
+_WINDOWS = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if #oldest == 0 then
-    return tostring(window)
+local longest = nil
+for i, key in ipairs(KEYS) do
+  local window, limit = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local wait = window
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #oldest > 0 then
+      wait = window - (now - tonumber(oldest[2]))
+    end
+    if longest == nil or wait > longest then
+      longest = wait
+    end
   end
-  return tostring(window - (now - tonumber(oldest[2])))
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(window))
+if longest ~= nil then
+  return tostring(longest)
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[#ARGV])
+  redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[2 * i - 1])))
+end
 return false
 """
 
+# Every call of a client counts under this scope, whatever the endpoint.
+EVERY_CALL = "requests"
+
 
 class ClientRateThrottle(SimpleRateThrottle):
-    """Limits one API client per view scope (the view's ``throttle_scope``: ``sessions`` or ``jobs``).
-
-    A view without a scope is not limited by this throttle (ClientRequestThrottle still counts it).
-    """
+    """Every limit of one API client's call: all its calls (``requests``) and, on top, the view's
+    own scope (its ``throttle_scope``: ``sessions`` or ``jobs``) where it has one and a rate."""
 
     def __init__(self) -> None:
-        # The scope, and so the rate, is known only once the view is; see allow_request.
-        self.scope = ""
-        self.refused_for: float | None = None  # with Redis: seconds until the window has room
-
-    def scope_of(self, view: APIView) -> str:
-        return str(getattr(view, "throttle_scope", "") or "")
+        # The scopes, and so the rates, are known only once the view is; see allow_request.
+        self.refused_for: float | None = None  # with Redis: seconds until every window has room
+        self._refusing: list[SimpleRateThrottle] = []  # without Redis: the scopes that refused
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        self.scope = self.scope_of(view)
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        if not settings.REDIS_URL or self.num_requests is None or self.duration is None:
-            return super().allow_request(request, view)
-        key = self.get_cache_key(request, view)
-        if key is None:
+        client = request.user
+        limits = self._limits(view)
+        if not isinstance(client, ApiClient) or not limits:
             return True
-        window, limit = self.duration, self.num_requests
-        # A sorted set under the key the cache would use, which prefixes its own keys: no clash.
-        refused = shared_redis().eval(_WINDOW, 1, key, window, limit, uuid.uuid4().hex)
+        if not settings.REDIS_URL:
+            return self._allow_in_cache(request, view, limits)
+        keys = [f"moai:throttle:{scope}:{client.pk}" for scope, _, _ in limits]
+        windows = [number for _, limit, window in limits for number in (window, limit)]
+        # Sorted sets under the keys the cache would use, which prefixes its own keys: no clash.
+        refused = shared_redis().eval(_WINDOWS, len(keys), *keys, *windows, uuid.uuid4().hex)
         self.refused_for = None if refused is None else float(refused)
         return refused is None
 
     def wait(self) -> float | None:
-        """Seconds until the oldest call counted leaves the window (Redis), else DRF's estimate."""
+        """Seconds until every window that refused has room (Redis), else DRF's estimate."""
         if self.refused_for is not None:
             return self.refused_for
-        return super().wait()
+        waits = [wait for throttle in self._refusing if (wait := throttle.wait()) is not None]
+        return max(waits, default=None)
 
-    def get_rate(self) -> str | None:
-        return self.THROTTLE_RATES.get(self.scope or "")
+    def _limits(self, view: APIView) -> list[tuple[str, int, int]]:
+        """(scope, calls, seconds) of each limit that applies to the view and has a rate."""
+        scopes = [EVERY_CALL, str(getattr(view, "throttle_scope", "") or "")]
+        limits = []
+        for scope in dict.fromkeys(filter(None, scopes)):
+            calls, seconds = self.parse_rate(self.THROTTLE_RATES.get(scope))
+            if calls is not None and seconds is not None:
+                limits.append((scope, calls, seconds))
+        return limits
+
+    def _allow_in_cache(self, request: Request, view: APIView, limits: list[tuple[str, int, int]]) -> bool:
+        """The embedded defaults (one host, no Redis): DRF's throttle per scope, in the file cache."""
+        self._refusing = []
+        for scope, _, _ in limits:
+            throttle = _ScopeThrottle(scope, self.THROTTLE_RATES.get(scope))
+            if not throttle.allow_request(request, view):
+                self._refusing.append(throttle)
+        return not self._refusing
+
+
+class _ScopeThrottle(SimpleRateThrottle):
+    def __init__(self, scope: str, rate: str | None) -> None:
+        self.scope = scope
+        self.rate = rate
+        self.num_requests, self.duration = self.parse_rate(rate)
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         client = request.user
-        if not isinstance(client, ApiClient) or not self.scope:
-            return None
-        return f"moai:throttle:{self.scope}:{client.pk}"
-
-
-class ClientRequestThrottle(ClientRateThrottle):
-    """Every API call of one client, on any endpoint (``MOAI_RATE_LIMIT_REQUESTS``)."""
-
-    def scope_of(self, view: APIView) -> str:
-        return "requests"
+        return f"moai:throttle:{self.scope}:{client.pk}" if isinstance(client, ApiClient) else None

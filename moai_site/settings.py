@@ -316,7 +316,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     # Counted per API client in Redis (keys.throttling; the file cache without it), so limits hold
     # across web processes: every call (requests), and on top of it opening sessions and submitting jobs.
-    "DEFAULT_THROTTLE_CLASSES": ["keys.throttling.ClientRequestThrottle", "keys.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["keys.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "requests": MOAI_RATE_LIMIT_REQUESTS,
         "sessions": MOAI_RATE_LIMIT_SESSIONS,

@@ -226,6 +226,40 @@ def test_concurrent_calls_of_a_client_pass_its_limit_no_more_often_than_it_allow
     assert 55 < (refused.wait() or 0) <= 60  # the oldest of the five leaves the window in about a minute
 
 
+def test_a_call_is_counted_in_all_of_its_limits_or_in_none(alice, settings, monkeypatch):
+    """Every call's limits (all calls, and the view's scope) are checked and counted together:
+    with Redis in one script, one round trip; a call refused by one limit uses none of the other."""
+    from types import SimpleNamespace
+
+    from keys import throttling
+
+    if not settings.REDIS_URL:
+        pytest.skip("one host without Redis: DRF's throttle on the file cache, one limit after the other")
+    monkeypatch.setattr(ClientRateThrottle, "THROTTLE_RATES", {"requests": "3/min", "jobs": "1/min"})
+    real = throttling.shared_redis()
+    scripts: list[int] = []
+
+    class Counting:  # the real client, with its scripts counted
+        def eval(self, *args: object) -> object:
+            scripts.append(1)
+            return real.eval(*args)
+
+    monkeypatch.setattr(throttling, "shared_redis", lambda: Counting())
+    request = SimpleNamespace(user=alice.client)
+    submit, read = SimpleNamespace(throttle_scope="jobs"), SimpleNamespace()
+
+    def allowed(view: object) -> bool:
+        return ClientRateThrottle().allow_request(request, view)  # type: ignore[arg-type]
+
+    assert allowed(submit)
+    assert len(scripts) == 1  # both limits in one round trip
+    refused = ClientRateThrottle()
+    assert not refused.allow_request(request, submit)  # type: ignore[arg-type]
+    assert 55 < (refused.wait() or 0) <= 60
+    # The refused submission was not counted among all calls: two more of them fit in the three.
+    assert [allowed(read), allowed(read), allowed(read)] == [True, True, False]
+
+
 def test_active_sessions_per_client_are_capped(alice, logreg, open_session, bundles, settings):
     settings.MOAI_MAX_ACTIVE_SESSIONS_PER_CLIENT = 2
     first = open_session(alice, logreg)
