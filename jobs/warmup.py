@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -54,18 +57,43 @@ def load_active_models() -> int:
 
 
 _warmup_inputs: dict[int, bytes] = {}
+# Long enough for any opening still waiting on this process to hear that it gave up.
+GAVE_UP_MARK_SECONDS = 3600
+
+
+def process_name() -> str:
+    """This pool process, as the warm-up marks and the presence registry name it (read when
+    called: pool processes are forked from a parent that imported this module)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def warm_session(session_id: str) -> bool:
     """Deserialize a session's keys and run its model's warm-up input with them; False when
-    there is nothing to warm (ended session, a model registered without a warm-up input)."""
+    there is nothing to warm (ended session, a model registered without a warm-up input).
+
+    Either way, or when it fails, the process says it is done: a session's opening waits for
+    every present process (notify.wait_until_warmed), and must not wait for one that gave up.
+    """
+    left: int | None = None
+    try:
+        left = _warm_session(session_id)
+    finally:
+        if left is None:
+            notify.session_warmed(session_id, GAVE_UP_MARK_SECONDS, process_name(), warm=False)
+        else:
+            notify.session_warmed(session_id, left, process_name())
+    return left is not None
+
+
+def _warm_session(session_id: str) -> int | None:
+    """The session's seconds left once its keys are warm here; None when there is nothing to warm."""
     session = (
         KeySession.objects.select_related("model_version")
         .filter(pk=session_id, status=KeySession.Status.ACTIVE)
         .first()
     )
     if session is None or not session.keys_blob or not session.model_version.warmup_input:
-        return False
+        return None
     version = session.model_version
     model = runtime.models.get(version)
     if version.pk not in _warmup_inputs:
@@ -75,23 +103,29 @@ def warm_session(session_id: str) -> bool:
     cores.set_openmp_threads(cores.share_now())
     runtime.keys.get(str(session.pk), session.keys_blob, warm=lambda keys: model.run(warmup, keys))
     logger.info("session keys warmed", extra={"context_id": str(session.pk), "model": version.name})
-    left = int((session.expires_at - timezone.now()).total_seconds())
-    notify.session_warmed(str(session.pk), left)
-    return True
+    return int((session.expires_at - timezone.now()).total_seconds())
 
 
 def run(stop: threading.Event) -> None:
     """The warm-up loop of one pool process, until ``stop`` is set."""
+    notify.pool_process_present(process_name())
     _round(load_active_models)
     pubsub = _subscribe()
-    while not stop.is_set():
-        message = _next_message(pubsub, stop)
-        if message is None:
-            _round(load_active_models)  # the poll: a lost notice, or no Redis
-        elif "session" in message:
-            _round(warm_session, str(message["session"]))
-        elif "model_version" in message:
-            _round(load_active_models)
+    polled = time.monotonic()
+    try:
+        while not stop.is_set():
+            message = _next_message(pubsub, stop)
+            notify.pool_process_present(process_name())
+            if message is None:
+                if time.monotonic() - polled >= settings.MOAI_MODEL_PRELOAD_SECONDS:
+                    _round(load_active_models)  # the poll: a lost notice, or no Redis
+                    polled = time.monotonic()
+            elif "session" in message:
+                _round(warm_session, str(message["session"]))
+            elif "model_version" in message:
+                _round(load_active_models)
+    finally:
+        notify.pool_process_gone(process_name())
 
 
 def _round(action: Any, *args: Any) -> None:
@@ -117,8 +151,9 @@ def _subscribe() -> Any:
 
 
 def _next_message(pubsub: Any, stop: threading.Event) -> dict[str, Any] | None:
-    """The next notice, or None once a poll interval has passed without one."""
-    interval = settings.MOAI_MODEL_PRELOAD_SECONDS
+    """The next notice, or None once a while has passed without one (the poll interval, or
+    less: the process's presence is refreshed in between)."""
+    interval = min(settings.MOAI_MODEL_PRELOAD_SECONDS, notify.PRESENCE_REFRESH_SECONDS)
     if pubsub is None:
         stop.wait(interval)
         return None

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from base import audit_checkpoints, metrics
+from base import audit_checkpoints, metrics, notify
 from base.env import env_str
 from jobs import cores, runtime, services, warmup
 from registry import metric_series
@@ -184,6 +184,8 @@ def _serve_metrics(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _stop_janitor(**_: Any) -> None:
     _stop.set()
+    # Here, not when the warm-up thread ends: the process exits without waiting for it.
+    notify.pool_process_gone(warmup.process_name())
     status_path().unlink(missing_ok=True)
     runtime.models.clear()  # removes the folders of the loaded models
     # A pool process leaves by os._exit (billiard), past the atexit hook that flushes elsewhere.

@@ -162,3 +162,49 @@ def test_keys_every_keygen_makes_alike_need_no_checker_process_and_others_still_
     altered = keys[:-1] + bytes([keys[-1] ^ 1])
     post_bytes(alice.http, f"/api/v1/models/{logreg.name}/sessions", altered)
     assert len(checks) == 1
+
+
+def test_an_opening_waits_for_every_present_pool_process_and_no_longer(settings, monkeypatch):
+    """A session's opening holds until every pool process alive has warmed its keys, or given up
+    on them; a process that stopped saying it is alive is not waited for."""
+    import time
+    import uuid
+
+    from base import notify
+    from base.redis_client import shared_redis
+
+    if not settings.REDIS_URL:
+        pytest.skip("the embedded defaults have no warm-up notices")
+    # A registry of this test's own: the test stack's real pool processes are not part of it.
+    monkeypatch.setattr(notify, "POOL_PROCESSES", f"moai:test-pool-processes:{uuid.uuid4().hex}")
+    notify.pool_process_present("host:1")
+    notify.pool_process_present("host:2")
+    shared_redis().zadd(notify.POOL_PROCESSES, {"host:gone": time.time() - notify.PRESENCE_SECONDS - 1})
+
+    def held(session_id: str) -> tuple[bool, float]:
+        started = time.monotonic()
+        ready = notify.wait_until_warmed(session_id, 0.5)
+        return ready, time.monotonic() - started
+
+    session = str(uuid.uuid4())
+    notify.session_warmed(session, 60, "host:1")
+    ready, seconds = held(session)
+    assert ready  # warm on one process,
+    assert seconds >= 0.5  # but held for the other until the wait ran out
+    notify.session_warmed(session, 60, "host:2", warm=False)  # the other gave up on the keys
+    ready, seconds = held(session)
+    assert ready
+    assert seconds < 0.2
+
+    nobody = str(uuid.uuid4())
+    notify.session_warmed(nobody, 60, "host:1", warm=False)
+    notify.session_warmed(nobody, 60, "host:2", warm=False)
+    assert held(nobody)[0] is False  # done everywhere, warm nowhere
+
+    notify.pool_process_gone("host:2")
+    left_alone = str(uuid.uuid4())
+    notify.session_warmed(left_alone, 60, "host:1")
+    ready, seconds = held(left_alone)
+    assert ready
+    assert seconds < 0.2
+    shared_redis().delete(notify.POOL_PROCESSES)
