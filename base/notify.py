@@ -221,7 +221,26 @@ def pool_process_present(process: str) -> None:
     if not settings.REDIS_URL:
         return
     with contextlib.suppress(Exception):
-        shared_redis().zadd(POOL_PROCESSES, {process: time.time()})
+        shared_redis().eval(_PRESENT, 1, POOL_PROCESSES, process, PRESENCE_SECONDS)
+
+
+# On Redis's clock, so that hosts whose clocks differ agree on who is present; a process long
+# silent is dropped from the registry as well as not counted.
+_PRESENT = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 10 * tonumber(ARGV[2]))
+return 1
+"""
+# Warm somewhere, and done (warm or given up) on at least as many processes as are present.
+_WARMED = """
+local now = tonumber(redis.call('TIME')[1])
+local present = redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[1]), '+inf')
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SCARD', KEYS[2]) >= present then
+  return 1
+end
+return 0
+"""
 
 
 def pool_process_gone(process: str) -> None:
@@ -262,14 +281,10 @@ def wait_until_warmed(session_id: str, timeout: float) -> bool:
 
     def warmed() -> bool:
         try:
-            pipe = shared_redis().pipeline(transaction=False)
-            pipe.exists(key)
-            pipe.scard(WARMED_BY.format(session_id))
-            pipe.zcount(POOL_PROCESSES, time.time() - PRESENCE_SECONDS, "+inf")
-            one, done, present = pipe.execute()
+            keys = (key, WARMED_BY.format(session_id), POOL_PROCESSES)
+            return bool(shared_redis().eval(_WARMED, len(keys), *keys, PRESENCE_SECONDS))
         except Exception:
             return True  # Redis away: stop holding; the first job warms the keys itself
-        return bool(one) and done >= present
 
     wait_on_channel(key, warmed, timeout)
     try:
