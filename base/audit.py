@@ -15,9 +15,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from base.models import AuditRecord
+from base.statements import Statement
 
 GENESIS = "0" * 64
 # Any constant works; it only has to be the same in every process.
@@ -119,6 +121,14 @@ def record(
     return record_many([Entry(actor, action, target_type, target_id, reason, details)])[0]
 
 
+def _chain_head() -> QuerySet[AuditRecord]:
+    return AuditRecord.objects.order_by("-seq").only("seq", "digest")[:1]
+
+
+# Read on every audited state change: compiled once per thread (base.statements).
+_CHAIN_HEAD = Statement(_chain_head)
+
+
 def record_many(entries: list[Entry]) -> list[AuditRecord]:
     """Append records in order, chained, in one insert (bulk state changes write one record each).
 
@@ -131,8 +141,8 @@ def record_many(entries: list[Entry]) -> list[AuditRecord]:
         _lock_chain()
         # Under the lock and in READ COMMITTED, this sees every committed record: the next
         # number follows the last committed one, so a writer that rolled back leaves no gap.
-        head = AuditRecord.objects.order_by("-seq").values_list("seq", "digest").first() or (0, GENESIS)
-        seq, prev = head
+        last = _CHAIN_HEAD.first()
+        seq, prev = (last.seq, last.digest) if last is not None else (0, GENESIS)
         now = timezone.now()
         rows = []
         for entry in entries:
