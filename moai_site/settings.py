@@ -422,7 +422,14 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": env_str("MOAI_LOG_LEVEL", "INFO")},
     # django-axes announces itself at INFO in every process, before each command's own
     # output; its failed-login and lockout lines are warnings and still come through.
-    "loggers": {"axes": {"level": "WARNING"}},
+    # Celery's per-task lines ("received", "succeeded in") carry the task's arguments, small
+    # ciphertexts among them (base64, in the message), and repeat the job's own lines; its
+    # warnings and errors still come through.
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }
 
 if REDIS_URL:
