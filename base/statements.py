@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Field, ForeignObject, Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql import UpdateQuery
@@ -37,7 +37,8 @@ class Param:
 
     ``sample`` must be one the field can hold: Django leaves out of the SQL a comparison with
     a value out of the field's range (a negative number for a positive field), so it would not
-    be found there.
+    be found there. No run's value may be None: Django writes a comparison with None as
+    ``IS NULL``, with no parameter to bind.
     """
 
     field: Field[Any, Any]
@@ -67,7 +68,7 @@ class Statement(Generic[M]):
         """
         compiled = self._compile()
         with compiled.compiler.connection.cursor() as cursor:
-            cursor.execute(compiled.sql, self._bound(compiled, values))
+            cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             rows = cursor.fetchmany(1)
         for row in compiled.compiler.results_iter([rows]):
             return _instance(compiled.compiler, row, compiled.db)
@@ -94,11 +95,8 @@ class Statement(Generic[M]):
         """Whether there is a row, as ``queryset(*values).exists()`` would say."""
         compiled = self._compile(exists=True)
         with compiled.compiler.connection.cursor() as cursor:
-            cursor.execute(compiled.sql, self._bound(compiled, values))
+            cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             return cursor.fetchone() is not None
-
-    def _bound(self, compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:
-        return _bound(self._params, compiled, values)
 
     def _compile(self, exists: bool = False) -> _Compiled:
         slot = "exists" if exists else "rows"
@@ -121,7 +119,7 @@ class Update(Generic[M]):
         self._compiled = threading.local()
 
     def run(self, *values: object) -> int:
-        """How many rows the update changed, as ``QuerySet.update`` answers. No value may be None."""
+        """How many rows the update changed, as ``QuerySet.update`` answers."""
         compiled: _Compiled | None = getattr(self._compiled, "value", None)
         if compiled is None:
             queryset, changes = self._statement(*(param.sample for param in self._params))
@@ -145,8 +143,7 @@ def _compiled(query: Any, db: str, declared: tuple[Param, ...]) -> _Compiled:
             sql, params = compiler.as_sql()  # also sets up what the rows are read with (select, klass_info)
     except EmptyResultSet:
         raise ValueError("a sample is out of its field's range: the SQL cannot hold it") from None
-    connection = connections[db]
-    positions = tuple(_position(params, param, connection) for param in declared)
+    positions = tuple(_position(params, param, compiler.connection) for param in declared)
     return _Compiled(compiler, sql, tuple(params), positions, db)
 
 
