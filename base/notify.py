@@ -250,7 +250,7 @@ def pool_process_gone(process: str) -> None:
         shared_redis().zrem(POOL_PROCESSES, process)
 
 
-def session_warmed(session_id: str, ttl_seconds: int, process: str = "", warm: bool = True) -> None:
+def session_warmed(session_id: str, ttl_seconds: int, process: str, warm: bool = True) -> None:
     """Say that pool process ``process`` is done with a session's keys: warm, or (``warm`` False)
     given up on them; marks that live ``ttl_seconds`` (as long as the session may)."""
     if not settings.REDIS_URL:
@@ -260,9 +260,8 @@ def session_warmed(session_id: str, ttl_seconds: int, process: str = "", warm: b
         pipe = shared_redis().pipeline(transaction=False)
         if warm:
             pipe.set(WARMED_KEY.format(session_id), b"1", ex=ttl)
-        if process:
-            pipe.sadd(WARMED_BY.format(session_id), process)
-            pipe.expire(WARMED_BY.format(session_id), ttl)
+        pipe.sadd(WARMED_BY.format(session_id), process)
+        pipe.expire(WARMED_BY.format(session_id), ttl)
         pipe.publish(WARMED_KEY.format(session_id), b"1")
         pipe.execute()
 

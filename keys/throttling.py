@@ -83,7 +83,7 @@ class ClientRateThrottle(SimpleRateThrottle):
             return True
         if not settings.REDIS_URL:
             return self._allow_in_cache(request, view, limits)
-        keys = [f"moai:throttle:{scope}:{client.pk}" for scope, _, _ in limits]
+        keys = [_key(scope, client) for scope, _, _ in limits]
         windows = [number for _, limit, window in limits for number in (window, limit)]
         # Sorted sets under the keys the cache would use, which prefixes its own keys: no clash.
         refused = shared_redis().eval(_WINDOWS, len(keys), *keys, *windows, uuid.uuid4().hex)
@@ -125,4 +125,9 @@ class _ScopeThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         client = request.user
-        return f"moai:throttle:{self.scope}:{client.pk}" if isinstance(client, ApiClient) else None
+        return _key(self.scope, client) if isinstance(client, ApiClient) else None
+
+
+def _key(scope: str, client: ApiClient) -> str:
+    """A client's window for one limit: the same key in Redis and in the file cache."""
+    return f"moai:throttle:{scope}:{client.pk}"
