@@ -90,14 +90,6 @@ def compute_digest(key: AuditKey, prev_digest: str, content: dict[str, Any]) -> 
     return hmac.new(key.secret, (prev_digest + payload).encode(), hashlib.sha256).hexdigest()
 
 
-def _lock_chain() -> None:
-    # Two writers must not both read the same predecessor. SQLite runs write
-    # transactions one at a time already (IMMEDIATE mode); PostgreSQL needs a lock.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK_ID])
-
-
 @dataclass(frozen=True)
 class Entry:
     """One audit record to write."""
@@ -125,8 +117,25 @@ def _chain_head() -> QuerySet[AuditRecord]:
     return AuditRecord.objects.order_by("-seq").only("seq", "digest")[:1]
 
 
-# Read on every audited state change: compiled once per thread (base.statements).
+# Read on every audited state change without PostgreSQL's function: compiled once per thread
+# (base.statements).
 _CHAIN_HEAD = Statement(_chain_head)
+
+
+def _locked_chain_head() -> tuple[int, str]:
+    """The last committed record's number and digest, read under the chain's lock (held to commit).
+
+    Two writers must not both read the same predecessor. SQLite runs write transactions
+    one at a time already (IMMEDIATE mode); PostgreSQL needs a lock, which a function of
+    migration 0006 takes before it reads, in one round trip.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT seq, digest FROM moai_audit_chain_head(%s)", [_ADVISORY_LOCK_ID])
+            row = cursor.fetchone()
+        return (row[0], row[1]) if row is not None else (0, GENESIS)
+    last = _CHAIN_HEAD.first()
+    return (last.seq, last.digest) if last is not None else (0, GENESIS)
 
 
 def record_many(entries: list[Entry]) -> list[AuditRecord]:
@@ -138,11 +147,9 @@ def record_many(entries: list[Entry]) -> list[AuditRecord]:
     """
     key = signing_key()
     with transaction.atomic(savepoint=False):
-        _lock_chain()
         # Under the lock and in READ COMMITTED, this sees every committed record: the next
         # number follows the last committed one, so a writer that rolled back leaves no gap.
-        last = _CHAIN_HEAD.first()
-        seq, prev = (last.seq, last.digest) if last is not None else (0, GENESIS)
+        seq, prev = _locked_chain_head()
         now = timezone.now()
         rows = []
         for entry in entries:
