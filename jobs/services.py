@@ -6,7 +6,6 @@ task stays a thin caller and every transition is in one place.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import uuid
@@ -17,7 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, QuerySet
@@ -28,7 +26,7 @@ from django_stubs_ext import WithAnnotations
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
 from base.statements import Param, Statement, Update
-from jobs import cores
+from jobs import broker, cores
 from jobs.models import Job
 from sessions.models import KeySession
 
@@ -136,22 +134,13 @@ def _store_input(job: Job, index: int, path: Path) -> str:
     return blobs.save_local_file(job.input_name(index), path)
 
 
-# jobs.tasks.run_job's registered name, kept from before jobs left the app "inference":
-# messages already queued in Redis carry it.
-RUN_JOB = "inference.tasks.run_job"
-
-
 def enqueue(job_id: uuid.UUID, inputs: Sequence[bytes] | None = None) -> None:
-    """Send the job's id to the broker, with its ciphertexts when the web process holds them small.
+    """Send the job's turn to the broker, with its ciphertexts when the web process holds them small.
 
     A failure here loses nothing: the job row is committed as queued, and the recovery
     sweep sends it again (jobs.recovery)."""
-    # Base64 in the JSON message; no argument at all without them, as messages were before.
-    kwargs = {"inputs": [base64.b64encode(data).decode() for data in inputs]} if inputs is not None else {}
     try:
-        # By name, through Celery's registry: this module does not import the task's module
-        # (which imports this one), and eager mode (tests) still runs it in place.
-        current_app.signature(RUN_JOB, args=(str(job_id),), kwargs=kwargs).delay()
+        broker.send_job(str(job_id), inputs)
     except Exception:
         logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
 

@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from base import audit_checkpoints, metrics, notify
 from base.env import env_str
-from jobs import cores, runtime, services, warmup
+from jobs import broker, cores, runtime, services, warmup
 from registry import metric_series
 from sessions.models import KeySession
 
@@ -161,7 +161,7 @@ def _heartbeat_round() -> None:
     from celery.worker import state
 
     # A message runs the job that its claim marked with the message's id.
-    services.record_heartbeats([r.id for r in list(state.active_requests) if r.name == services.RUN_JOB])
+    services.record_heartbeats([r.id for r in list(state.active_requests) if r.name == broker.RUN_JOB])
 
 
 @worker_ready.connect

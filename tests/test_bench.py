@@ -86,3 +86,24 @@ def test_reduced_benchmark_measures_everything(tmp_path, bundles):
     assert targets["sweep"]["met"] == (results["sweep"]["seconds"] < 10)
     assert upload["web_peak_growth_mib"] < 64
     assert not any(isinstance(v, float) and math.isnan(v) for v in results["throughput"].values())
+
+
+def test_the_publish_comparison_sends_both_ways_and_leaves_no_queue(settings):
+    """``python -m bench.publish`` on the tests' Redis: both ways measured, its queue gone after."""
+    if not settings.REDIS_URL:
+        pytest.skip("the direct push needs Redis as the broker")
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["MOAI_BENCH_REDIS_URL"] = settings.REDIS_URL
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.publish", "--messages", "40"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["messages_each_way"] == 40
+    assert measured["celery_delay_cpu_ms"] > 0
+    assert measured["direct_push_cpu_ms"] > 0
+    assert measured["cpu_ratio"] == measured["direct_push_cpu_ms"] / measured["celery_delay_cpu_ms"]
+    from base.redis_client import shared_redis
+
+    assert not shared_redis().exists("moai-bench-publish")

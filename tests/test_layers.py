@@ -93,12 +93,13 @@ def test_a_package_may_import_every_package_below_it():
     assert violations("actions", Path("management/commands/disable_client.py"), "import keys.services\n") == []
 
 
-def test_services_publish_the_job_task_by_its_registered_name():
-    """jobs.services sends run_job by name; the name is the one queued messages already carry."""
-    from jobs import services, tasks
+@pytest.mark.parametrize("module", ["services", "broker"])
+def test_services_publish_the_job_task_by_its_registered_name(module):
+    """jobs.broker sends run_job by name; the name is the one queued messages already carry."""
+    from jobs import broker, tasks
 
-    assert tasks.run_job.name == services.RUN_JOB == "inference.tasks.run_job"
-    source = (ROOT / "jobs" / "services.py").read_text()
+    assert tasks.run_job.name == broker.RUN_JOB == "inference.tasks.run_job"
+    source = (ROOT / "jobs" / f"{module}.py").read_text()
     modules = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     assert "jobs.tasks" not in modules
     assert not any(
@@ -114,7 +115,7 @@ def test_a_process_that_never_imported_the_task_module_knows_the_task_by_name():
     import sys
 
     probe = (
-        "import django; django.setup(); from celery import current_app; from jobs.services import RUN_JOB; "
+        "import django; django.setup(); from celery import current_app; from jobs.broker import RUN_JOB; "
         "print(RUN_JOB in current_app.tasks)"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}

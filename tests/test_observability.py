@@ -125,7 +125,7 @@ def test_worker_logs_are_json_lines_with_job_fields_and_no_ciphertext(stack, own
     logs = (stack.log_dir / "worker.log").read_bytes() + (stack.log_dir / "web.log").read_bytes()
     assert ciphertext[100:140] not in logs
     assert ciphertext[100:140].hex() not in logs.decode(errors="replace")
-    # Small ciphertexts ride in the broker message as base64 (jobs.services.enqueue): bytes 99 to 141
+    # Small ciphertexts ride in the broker message as base64 (jobs.broker.send_job): bytes 99 to 141
     # are base64 characters 132 to 188 of the whole, wherever a log line might have quoted them.
     assert base64.b64encode(ciphertext)[132:188] not in logs
 
