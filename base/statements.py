@@ -46,12 +46,28 @@ class Param:
 
 
 @dataclass(frozen=True)
+class _Rows:
+    """How a read's rows become instances, worked out once per compiled read as Django's
+    ModelIterable does once per queryset: the database converters of each column, the model's
+    columns, the related objects' populators and the annotations' positions."""
+
+    converters: dict[int, Any]
+    model: type[Model]
+    names: tuple[str, ...]
+    start: int
+    end: int
+    populators: tuple[Any, ...]
+    annotations: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class _Compiled:
     compiler: Any
     sql: str
     params: tuple[Any, ...]
     positions: tuple[int, ...]
     db: str
+    rows: _Rows | None
 
 
 class Statement(Generic[M]):
@@ -70,9 +86,9 @@ class Statement(Generic[M]):
         with compiled.compiler.connection.cursor() as cursor:
             cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             rows = cursor.fetchmany(1)
-        for row in compiled.compiler.results_iter([rows]):
-            return _instance(compiled.compiler, row, compiled.db)
-        return None
+        if not rows or compiled.rows is None:
+            return None
+        return _instance(compiled.compiler, compiled.rows, rows[0], compiled.db)
 
     def refresh(self, instance: M, *values: object) -> bool:
         """Load ``instance``'s fields from the first row, as ``refresh_from_db(from_queryset=...)`` does;
@@ -144,7 +160,26 @@ def _compiled(query: Any, db: str, declared: tuple[Param, ...]) -> _Compiled:
     except EmptyResultSet:
         raise ValueError("a sample is out of its field's range: the SQL cannot hold it") from None
     positions = tuple(_position(params, param, compiler.connection) for param in declared)
-    return _Compiled(compiler, sql, tuple(params), positions, db)
+    # Updates and EXISTS reads return no model rows: nothing to make instances with.
+    rows = _rows(compiler, db) if compiler.klass_info else None
+    return _Compiled(compiler, sql, tuple(params), positions, db, rows)
+
+
+def _rows(compiler: Any, db: str) -> _Rows:
+    select, klass_info = compiler.select, compiler.klass_info
+    fields = klass_info["select_fields"]
+    start, end = fields[0], fields[-1] + 1
+    # Django 5.2's signature (django-stubs describes 6.x, which adds a fetch mode).
+    populators: Any = get_related_populators
+    return _Rows(
+        converters=compiler.get_converters([column[0] for column in select[: compiler.col_count]]),
+        model=klass_info["model"],
+        names=tuple(column[0].target.attname for column in select[start:end]),
+        start=start,
+        end=end,
+        populators=tuple(populators(klass_info, select, db)),
+        annotations=tuple(compiler.annotation_col_map.items()),
+    )
 
 
 def _bound(declared: tuple[Param, ...], compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:
@@ -167,17 +202,13 @@ def _position(params: Any, param: Param, connection: Any) -> int:
     return found[0]
 
 
-def _instance(compiler: Any, row: Any, db: str) -> Any:
+def _instance(compiler: Any, rows: _Rows, row: Any, db: str) -> Any:
     """A row made into an instance as Django's ModelIterable does: the model, its related objects, annotations."""
-    select, klass_info = compiler.select, compiler.klass_info
-    fields = klass_info["select_fields"]
-    start, end = fields[0], fields[-1] + 1
-    names = [column[0].target.attname for column in select[start:end]]
-    instance = klass_info["model"].from_db(db, names, row[start:end])
-    # Django 5.2's signature (django-stubs describes 6.x, which adds a fetch mode).
-    populators: Any = get_related_populators
-    for populator in populators(klass_info, select, db):
+    if rows.converters:
+        row = next(compiler.apply_converters([row], rows.converters))
+    instance = rows.model.from_db(db, rows.names, row[rows.start : rows.end])
+    for populator in rows.populators:
         populator.populate(row, instance)
-    for name, position in compiler.annotation_col_map.items():
+    for name, position in rows.annotations:
         setattr(instance, name, row[position])
     return instance

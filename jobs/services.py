@@ -343,7 +343,6 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     queued job, with whether any other client has one waiting. Only then is the
     fair-share turn worked out (``_client_whose_turn_it_is``).
     """
-    queued = _queued()
     head = _QUEUE_HEAD.first()
     if head is None:
         return None
@@ -353,7 +352,7 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
         if client_id is None:
             return None
         if client_id != head.client_id:
-            oldest = queued.filter(client_id=client_id).order_by("submitted_at").first()
+            oldest = _queued().filter(client_id=client_id).order_by("submitted_at").first()
     if oldest is None:
         return None
     oldest.queued_behind = max(0, head.queued_now - 1)
@@ -363,7 +362,8 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     if waited >= settings.MOAI_AFFINITY_MAX_WAIT_SECONDS:
         return oldest
     warm = (
-        queued.filter(client_id=oldest.client_id, session_id__in=[uuid.UUID(s) for s in warm_sessions])
+        _queued()
+        .filter(client_id=oldest.client_id, session_id__in=[uuid.UUID(s) for s in warm_sessions])
         .order_by("submitted_at")
         .first()
     )
