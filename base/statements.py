@@ -83,7 +83,7 @@ class Statement(Generic[M]):
         statement is a transaction of its own, holding its locks while it runs.
         """
         compiled = self._compile()
-        with compiled.compiler.connection.cursor() as cursor:
+        with _cursor(compiled) as cursor:
             cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             rows = cursor.fetchmany(1)
         if not rows or compiled.rows is None:
@@ -110,7 +110,7 @@ class Statement(Generic[M]):
     def exists(self, *values: object) -> bool:
         """Whether there is a row, as ``queryset(*values).exists()`` would say."""
         compiled = self._compile(exists=True)
-        with compiled.compiler.connection.cursor() as cursor:
+        with _cursor(compiled) as cursor:
             cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             return cursor.fetchone() is not None
 
@@ -143,8 +143,7 @@ class Update(Generic[M]):
             query.add_update_values(changes)
             query.clear_select_clause()
             compiled = self._compiled.value = _compiled(query, queryset.db, self._params)
-        connection = compiled.compiler.connection
-        with transaction.mark_for_rollback_on_error(using=compiled.db), connection.cursor() as cursor:
+        with transaction.mark_for_rollback_on_error(using=compiled.db), _cursor(compiled) as cursor:
             cursor.execute(compiled.sql, _bound(self._params, compiled, values))
             return int(cursor.rowcount)
 
@@ -180,6 +179,13 @@ def _rows(compiler: Any, db: str) -> _Rows:
         populators=tuple(populators(klass_info, select, db)),
         annotations=tuple(compiler.annotation_col_map.items()),
     )
+
+
+def _cursor(compiled: _Compiled) -> Any:
+    """A cursor of the statement's connection that has PostgreSQL prepare it once it has run a few
+    times (moai_site.postgresql); Django's own cursor on other databases."""
+    connection = compiled.compiler.connection
+    return getattr(connection, "prepared_cursor", connection.cursor)()
 
 
 def _bound(declared: tuple[Param, ...], compiled: _Compiled, values: tuple[object, ...]) -> list[Any]:

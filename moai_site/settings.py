@@ -190,6 +190,12 @@ if _database_url:
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Readiness must answer within seconds, not wait on a dead server's TCP timeout.
         DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+        # The statements every request or job runs are prepared on the server after 5 runs
+        # (moai_site.postgresql's prepared_cursor; Django's own cursors never prepare). Off
+        # (0) behind a pooler that hands out connections per transaction and cannot carry
+        # prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
+        if env_bool("MOAI_DATABASE_PREPARED_STATEMENTS", True):
+            DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 else:
     DATABASES = {
         "default": {

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from base.statements import Param, Statement
 from jobs.models import Job
@@ -118,3 +120,31 @@ def test_the_claim_and_finish_updates_set_each_value_where_it_belongs(
     assert (done.status, done.finished_at, done.result_attempt, done.attempts) == (
         Job.Status.SUCCEEDED, finished, 5, claimed.attempts,
     )  # fmt: skip
+
+
+@pytest.mark.skipif(
+    "prepare_threshold" not in settings.DATABASES["default"].get("OPTIONS", {}),
+    reason="PostgreSQL with prepared statements on (MOAI_DATABASE_PREPARED_STATEMENTS)",
+)
+def test_reads_and_updates_are_prepared_on_the_server_once_they_repeat(alice, sessions):
+    """Each compiled statement is planned once per connection, not on every run (moai_site.postgresql)."""
+    from django.db import connection
+
+    from api.lookup import _OWN_SESSION
+    from jobs.services import _FINISH
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return [row[0] for row in cursor.fetchall()]
+
+    session_id = uuid.UUID(sessions["alice"])
+    for _ in range(6):
+        assert _OWN_SESSION.first(session_id, alice.client.pk) is not None
+        assert _FINISH.run(uuid.uuid4(), 1, timezone.now(), 1) == 0
+    statements = prepared()
+    assert [s for s in statements if "key_sessions_keysession" in s and "$1" in s]
+    assert [s for s in statements if s.startswith("UPDATE") and "inference_job" in s]
+    # The answers are those of the queryset, prepared or not.
+    assert _OWN_SESSION.first(session_id, alice.client.pk + 1000) is None
+    assert str(_OWN_SESSION.first(session_id, alice.client.pk).pk) == sessions["alice"]
