@@ -8,7 +8,8 @@ applies the service role's grants after every migration (:func:`apply_grants`, b
 - every table: SELECT, INSERT, UPDATE, DELETE (never TRUNCATE, REFERENCES or TRIGGER);
 - the audit log: SELECT and INSERT only, so records can be added but not changed or removed;
 - ``django_migrations``: SELECT only;
-- every sequence: USAGE and SELECT, for ids from serial columns (identity columns need none).
+- every sequence: USAGE and SELECT, for ids from serial columns (identity columns need none);
+- the audit chain's head function (``FUNCTIONS``): EXECUTE.
 
 Grants mean nothing to a superuser or to a table's owner, so such a service role is refused.
 """
@@ -24,6 +25,8 @@ from base.models import AuditRecord
 
 APPEND_ONLY_TABLES = (AuditRecord._meta.db_table,)
 READ_ONLY_TABLES = ("django_migrations",)
+# The audit chain's lock and head read (base.audit, migration ops 0006).
+FUNCTIONS = ("moai_audit_chain_head(bigint)",)
 
 
 class GrantsError(Exception):
@@ -93,6 +96,10 @@ def _grants(role: str, schema: str) -> list[sql.Composable]:
     ]
     for table in APPEND_ONLY_TABLES:
         statements.append(sql.SQL("REVOKE UPDATE, DELETE ON {} FROM {}").format(sql.Identifier(schema, table), who))
+    # Every role may run a new function unless an administrator revoked that from PUBLIC: granted
+    # by name, so that audit writes work either way. It runs with the caller's rights.
+    for function in FUNCTIONS:
+        statements.append(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(where, sql.SQL(function), who))
     for table in READ_ONLY_TABLES:
         target = sql.Identifier(schema, table)
         statements.append(sql.SQL("REVOKE INSERT, UPDATE, DELETE ON {} FROM {}").format(target, who))

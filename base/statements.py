@@ -12,6 +12,10 @@ What changes from run to run is declared as :class:`Param`: the queryset is buil
 each parameter's ``sample`` (a value no real run uses), which marks where the parameter lands
 in the SQL's parameters; each run puts its own values there, made ready for the database by
 the parameter's field as Django would. Everything else is read from the queryset once.
+
+On PostgreSQL each statement runs on a cursor that binds its parameters on the server, which
+prepares it once it has run a few times on a connection (``moai_site.postgresql``): planning
+took longer than running for most of these (0.2-0.5 ms against 0.1).
 """
 
 from __future__ import annotations

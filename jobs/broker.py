@@ -2,8 +2,8 @@
 
 Celery's own sending (``Signature.delay``) runs the message through its router, its producer
 pool and kombu's declare-and-retry wrappers, and kombu's Redis transport makes a new Redis
-client for every message it pushes. That came to about 1 ms of a web process's CPU per job
-(``python -m bench.publish``), on the path of every submission. With Redis as the broker the
+client for every message it pushes: 1.2 ms of a web process's CPU per message, on the path of
+every submission, against 0.46 ms this way (``python -m bench.publish``). With Redis as the broker the
 message is still made by Celery (``amqp.as_task_v2``: the task protocol the worker reads),
 wrapped in the envelope kombu's Redis transport reads, and pushed onto the queue's list in one
 LPUSH on the process's shared Redis client. Any other broker (the embedded defaults' folder

@@ -72,6 +72,17 @@ def test_the_service_role_cannot_update_delete_or_truncate_audit_records(service
     assert AuditRecord.objects.count() == 2
 
 
+def test_the_service_role_writes_audit_records_where_functions_are_not_public(db):
+    """A hardened database where an administrator revoked EXECUTE on functions from PUBLIC: the
+    grants name the audit chain's function, so the service role still writes records."""
+    with connection.cursor() as cursor:
+        cursor.execute("REVOKE EXECUTE ON FUNCTION moai_audit_chain_head(bigint) FROM PUBLIC")
+    output = grants("--role", ROLE, "--create-role")
+    assert f'GRANT EXECUTE ON FUNCTION "public".moai_audit_chain_head(bigint) TO "{ROLE}"' in output
+    with as_role(ROLE):
+        assert audit.record(Actor.system(), "client.created", "client", "as-service").seq == 1
+
+
 def test_the_service_works_end_to_end_as_the_service_role(
     service_role, alice, logreg, bundles, django_capture_on_commit_callbacks
 ):
