@@ -24,6 +24,8 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 
+from base.redis_client import shared_redis
+
 # jobs.tasks.run_job's registered name, kept from before jobs left the app "inference":
 # messages already queued in Redis carry it.
 RUN_JOB = "inference.tasks.run_job"
@@ -42,8 +44,6 @@ def send_job(job_id: str, inputs: Sequence[bytes] | None = None) -> None:
         # By name, through Celery's registry: eager mode (tests) still runs it in place.
         app.signature(RUN_JOB, args=(job_id,), kwargs=kwargs).apply_async(kwargsrepr=shown)
         return
-    from base.redis_client import shared_redis
-
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     shared_redis().lpush(queue, json.dumps(_envelope(app, queue, job_id, kwargs, shown)))
 

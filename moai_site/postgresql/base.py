@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.utils.asyncio import async_unsafe
+from django.utils.functional import cached_property
 from django_prometheus.db.backends.postgresql import base
 from django_prometheus.db.common import ExportingCursorWrapper
 
@@ -24,7 +25,6 @@ IDLE_SECONDS = 1.0
 
 class DatabaseWrapper(base.DatabaseWrapper):
     last_used = 0.0  # monotonic time this connection last opened a cursor
-    prepared_cursor_class: Any = None  # made on first use: a wrapper belongs to one thread
 
     def close_if_health_check_failed(self) -> None:
         if self.connection is not None and time.monotonic() - self.last_used < IDLE_SECONDS:
@@ -44,10 +44,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
         base.statements compiles, whose SQL is the same on every run; any other statement
         keeps Django's cursor. Queries are counted in the metrics as on Django's cursor.
         """
-        if self.prepared_cursor_class is None:
-            self.prepared_cursor_class = ExportingCursorWrapper(ServerBindingCursor, self.alias, self.vendor)
         # What Django's cursor() does, with the other cursor class.
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
-            return self._prepare_cursor(self.prepared_cursor_class(self.connection))
+            return self._prepare_cursor(self._prepared_cursor_class(self.connection))
+
+    @cached_property
+    def _prepared_cursor_class(self) -> Any:
+        # Django's server-binding cursor, counted in the metrics as django-prometheus counts its own.
+        return ExportingCursorWrapper(ServerBindingCursor, self.alias, self.vendor)
