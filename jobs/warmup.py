@@ -109,8 +109,12 @@ def _warm_session(session_id: str) -> int | None:
 def run(stop: threading.Event) -> None:
     """The warm-up loop of one pool process, until ``stop`` is set."""
     notify.pool_process_present(process_name())
-    _round(load_active_models)
+    # Subscribed before the load: a session that opens while the circuits load (seconds, after
+    # every worker start) is warmed once the load ends. Heard only after the load, its notice
+    # was lost, and its opening waited its whole MOAI_SESSION_WARMUP_WAIT_SECONDS for this
+    # process (seen: 15 s on a fresh stack).
     pubsub = _subscribe()
+    _round(load_active_models)
     polled = time.monotonic()
     try:
         while not stop.is_set():

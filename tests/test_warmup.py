@@ -1,0 +1,72 @@
+"""A pool process's warm-up loop (jobs.warmup), run in this process against PostgreSQL and Redis.
+
+The end-to-end side (a real worker's pool processes warm each new session) is in
+tests/test_cores.py; here the loop runs in a thread so that a test can choose the moment
+a session opens relative to the loop's own steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from base import notify
+from base.redis_client import shared_redis
+from jobs import runtime, warmup
+
+pytestmark = [
+    pytest.mark.skipif(not settings.REDIS_URL, reason="warm-up notices travel on Redis"),
+    pytest.mark.django_db(transaction=True),  # the loop's thread reads the rows with its own connection
+]
+
+
+@pytest.fixture
+def start_loop() -> Iterator[Callable[[], None]]:
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def start() -> None:
+        thread = threading.Thread(target=warmup.run, args=(stop,), name="warm-up", daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
+def _warmed_here(context_id: str, timeout: float) -> bool:
+    """Whether this process said it holds the session's keys warm (and does), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if shared_redis().sismember(notify.WARMED_BY.format(context_id), warmup.process_name()):
+            return context_id in runtime.keys.session_ids()
+        time.sleep(0.05)
+    return False
+
+
+def test_a_session_opened_while_the_circuits_load_is_warmed_once_they_are(
+    logreg: Any, alice: Any, open_session: Any, start_loop: Callable[[], None], settings: Any, monkeypatch: Any
+) -> None:
+    """A pool process loads every active circuit when it starts (seconds); a session that
+    opens meanwhile must still be warmed there, or its opening waits for this process until
+    MOAI_SESSION_WARMUP_WAIT_SECONDS runs out."""
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0  # the opening answers at once: no loop runs yet
+    context_id = open_session(alice, logreg)
+    load = warmup.load_active_models
+
+    def load_while_a_session_opens() -> int:
+        # The opening's notice, sent as the load begins: what a client opening a session
+        # just after a worker (re)start does.
+        notify.announce_session(context_id)
+        return load()
+
+    monkeypatch.setattr(warmup, "load_active_models", load_while_a_session_opens)
+    start_loop()
+    assert _warmed_here(context_id, timeout=30)
