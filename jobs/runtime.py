@@ -77,6 +77,7 @@ class ModelCache:
 
     def __init__(self) -> None:
         self._models: dict[int, LoadedModel] = {}
+        self._versions: dict[int, ModelVersion] = {}
         self._lock = threading.Lock()
 
     def get(self, model_version: ModelVersion) -> LoadedModel:
@@ -87,16 +88,22 @@ class ModelCache:
                 shutil.rmtree(folder, ignore_errors=True)  # left by an earlier process of the same pid
                 loaded = LoadedModel(self._local_copy(model_version), folder)
                 self._models[model_version.pk] = loaded
+                self._versions[model_version.pk] = model_version
             return loaded
 
     def __contains__(self, model_version_id: int) -> bool:
         return model_version_id in self._models
+
+    def loaded_version(self, model_version_id: int) -> ModelVersion | None:
+        """The row of a version this process has loaded (what a warm-up needs of it), without a query."""
+        return self._versions.get(model_version_id)
 
     def clear(self) -> None:
         with self._lock:
             for loaded in self._models.values():
                 loaded.close()
             self._models.clear()
+            self._versions.clear()
 
     @staticmethod
     def _local_copy(model_version: ModelVersion) -> Path:

@@ -33,7 +33,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.utils import timezone
 
 from base import blobs, notify
 from base.redis_client import subscriptions_redis
@@ -67,16 +66,18 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def warm_session(session_id: str) -> bool:
+def warm_session(session_id: str, notice: dict[str, Any] | None = None) -> bool:
     """Deserialize a session's keys and run its model's warm-up input with them; False when
     there is nothing to warm (ended session, a model registered without a warm-up input).
+    ``notice`` is the opening's (notify.announce_session): what it says of the session
+    spares a database read.
 
     Either way, or when it fails, the process says it is done: a session's opening waits for
     every present process (notify.wait_until_warmed), and must not wait for one that gave up.
     """
     left: int | None = None
     try:
-        left = _warm_session(session_id)
+        left = _warm_session(session_id, notice or {})
     finally:
         if left is None:
             notify.session_warmed(session_id, GAVE_UP_MARK_SECONDS, process_name(), warm=False)
@@ -85,25 +86,43 @@ def warm_session(session_id: str) -> bool:
     return left is not None
 
 
-def _warm_session(session_id: str) -> int | None:
+def _warm_session(session_id: str, notice: dict[str, Any]) -> int | None:
     """The session's seconds left once its keys are warm here; None when there is nothing to warm."""
-    session = (
-        KeySession.objects.select_related("model_version")
-        .filter(pk=session_id, status=KeySession.Status.ACTIVE)
-        .first()
-    )
-    if session is None or not session.keys_blob or not session.model_version.warmup_input:
+    announced = _announced(notice)
+    if announced is not None:
+        # Sent once the opening committed, so the session was active a moment ago; should it
+        # end meanwhile, its jobs are refused (jobs.tasks) and the worker's sweep drops its keys.
+        keys_blob, version, expires_at = announced
+    else:
+        session = (
+            KeySession.objects.select_related("model_version")
+            .filter(pk=session_id, status=KeySession.Status.ACTIVE)
+            .first()
+        )
+        if session is None or not session.keys_blob:
+            return None
+        keys_blob, version, expires_at = session.keys_blob, session.model_version, session.expires_at.timestamp()
+    if not version.warmup_input:
         return None
-    version = session.model_version
     model = runtime.models.get(version)
     if version.pk not in _warmup_inputs:
         _warmup_inputs[version.pk] = blobs.read_bytes(version.warmup_input)
     warmup = _warmup_inputs[version.pk]
     # The session's first job waits for this run: it takes the cores no job is using.
     cores.set_openmp_threads(cores.share_now())
-    runtime.keys.get(str(session.pk), session.keys_blob, warm=lambda keys: model.run(warmup, keys))
-    logger.info("session keys warmed", extra={"context_id": str(session.pk), "model": version.name})
-    return int((session.expires_at - timezone.now()).total_seconds())
+    runtime.keys.get(session_id, keys_blob, warm=lambda keys: model.run(warmup, keys))
+    logger.info("session keys warmed", extra={"context_id": session_id, "model": version.name})
+    return int(expires_at - time.time())
+
+
+def _announced(notice: dict[str, Any]) -> tuple[str, ModelVersion, float] | None:
+    """The keys' blob, model version and end (epoch seconds) an opening's notice gives, where
+    this process has the version loaded; None sends the warm-up to the session's row."""
+    keys_blob, version_id, expires_at = notice.get("keys"), notice.get("version"), notice.get("expires")
+    if not isinstance(keys_blob, str) or not keys_blob or not isinstance(expires_at, int | float):
+        return None
+    version = runtime.models.loaded_version(version_id) if isinstance(version_id, int) else None
+    return None if version is None else (keys_blob, version, float(expires_at))
 
 
 def run(stop: threading.Event) -> None:
@@ -125,7 +144,7 @@ def run(stop: threading.Event) -> None:
                     _round(load_active_models)  # the poll: a lost notice, or no Redis
                     polled = time.monotonic()
             elif "session" in message:
-                _round(warm_session, str(message["session"]))
+                _round(warm_session, str(message["session"]), message)
             elif "model_version" in message:
                 _round(load_active_models)
     finally:

@@ -119,8 +119,16 @@ def open_session(
     except BaseException:
         blobs.delete(session.keys_blob)
         raise
-    # After commit: a pool process that hears of the session must find its row.
-    transaction.on_commit(partial(notify.announce_session, str(session.id)))
+    # After commit: a pool process that hears of the session must find its row, and the
+    # notice must not announce keys whose opening was rolled back.
+    announce = partial(
+        notify.announce_session,
+        str(session.id),
+        session.keys_blob,
+        session.model_version_id,
+        session.expires_at.timestamp(),
+    )
+    transaction.on_commit(announce)
     logger.info("session opened", extra={"context_id": str(session.id), "client": client.name})
     return session
 

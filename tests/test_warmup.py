@@ -7,6 +7,7 @@ a session opens relative to the loop's own steps.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from base import notify
-from base.redis_client import shared_redis
+from base.redis_client import shared_redis, subscriptions_redis
 from jobs import runtime, warmup
 
 pytestmark = [
@@ -70,3 +71,47 @@ def test_a_session_opened_while_the_circuits_load_is_warmed_once_they_are(
     monkeypatch.setattr(warmup, "load_active_models", load_while_a_session_opens)
     start_loop()
     assert _warmed_here(context_id, timeout=30)
+
+
+def _opening_notice(open_session: Callable[..., str], *args: Any) -> tuple[str, dict[str, Any]]:
+    """Open a session; its id and the warm-up notice its opening published."""
+    pubsub = subscriptions_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(notify.WARMUP_CHANNEL)
+    try:
+        context_id = open_session(*args)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1)
+            if message is not None and json.loads(message["data"]).get("session") == context_id:
+                return context_id, json.loads(message["data"])
+    finally:
+        pubsub.close()
+    raise AssertionError("the opening published no warm-up notice")
+
+
+def test_the_opening_notice_warms_the_keys_without_a_database_read(
+    logreg: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """Every pool process warms every new session, and the opening waits for all of them: a
+    read of the session's row in each (a connection, then a query) was most of that wait."""
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0  # no pool process runs: answer at once
+    assert warmup.load_active_models() == 1
+    context_id, notice = _opening_notice(open_session, alice, logreg)
+    with django_assert_num_queries(0):
+        assert warmup.warm_session(context_id, notice)
+    assert context_id in runtime.keys.session_ids()
+
+
+def test_a_notice_that_names_no_loaded_version_warms_from_the_sessions_row(
+    logreg: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """A version registered after this process's last load, or a notice from a web process of
+    the release before (it names the session alone): the row says what to warm."""
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0
+    context_id, notice = _opening_notice(open_session, alice, logreg)
+    for older in ({"session": context_id}, notice):
+        runtime.models.clear()  # the notice's version is not loaded here
+        runtime.keys.clear()
+        with django_assert_num_queries(1):
+            assert warmup.warm_session(context_id, older)
+        assert context_id in runtime.keys.session_ids()
