@@ -71,7 +71,12 @@ class SessionCreateView(APIView):
         # Keys that every keygen makes alike (a linear model's) decompress to nothing, but a first
         # job sent before their warm-up ended still waited for it (93 ms of a 38 ms job, seen in
         # `python -m bench --only versus`): they wait here too, for a few milliseconds.
-        ready = notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
+        # A session with its version's constant keys finds them warm in every pool process already.
+        ready = (
+            notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
+            if services.needs_warm_up(session)
+            else True
+        )
         body = {**session_json(session), "keys_warm": ready}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
 

@@ -98,6 +98,7 @@ def _register_keys_model(name: str, template: str, key_bytes: int) -> None:
     source.evaluation_keys_bytes = key_bytes
     source.evaluation_keys_constant = False
     source.evaluation_keys_sha256 = ""
+    source.constant_keys = ""
     source.save()
 
 

@@ -14,6 +14,7 @@ the first job asks.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ from jobs.cores import process_alive
 
 if TYPE_CHECKING:
     from registry.models import ModelVersion
+    from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ class LoadedModel:
         self.folder = folder
         with tempfiles_in(folder):
             self.server = fhe.Server.load(server_zip)
+        # The version's constant keys, deserialized and run once (jobs.warmup), for versions
+        # whose every keygen makes the same keys; None until then, or where keys differ.
+        self.constant_keys: Any = None
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -275,3 +280,18 @@ def _limit_openmp(threads: int) -> None:
 
 models = ModelCache()
 keys = KeyCache(settings.MOAI_KEY_CACHE_BYTES)
+
+
+def session_keys(session: KeySession, version: ModelVersion, model: LoadedModel) -> tuple[Any, bool]:
+    """A job's evaluation keys, and whether this call loaded them.
+
+    A session that uploaded its version's constant keys (the digest says they are those very
+    bytes) runs with the copy this process has held warm since it loaded the circuit: the
+    same public bytes for every client, so nothing of one session's reaches another's jobs.
+    Any other session's keys come from the key cache.
+    """
+    constant = version.evaluation_keys_sha256
+    if model.constant_keys is not None and constant and hmac.compare_digest(session.key_fingerprint, constant):
+        metrics.KEY_CACHE.labels("hit").inc()
+        return model.constant_keys, False
+    return keys.fetch(str(session.pk), session.keys_blob)

@@ -145,7 +145,7 @@ def _run(job: Job, handed: list[bytes] | None = None) -> None:
     _check_session(job, job.session)
     model = runtime.models.get(job.model_version)
     try:
-        keys, loaded = runtime.keys.fetch(str(job.session_id), job.session.keys_blob)
+        keys, loaded = runtime.session_keys(job.session, job.model_version, model)
     except (OSError, RuntimeError) as exc:
         # Checked at upload, so only lost or damaged storage gets here.
         raise _KeysUnavailable(str(exc)) from exc

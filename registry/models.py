@@ -40,6 +40,10 @@ class ModelVersion(models.Model):
     # A ciphertext of zeros under a key deleted at registration (blob name; "" for versions
     # registered before warm-ups): run once with each new session's keys to decompress them.
     warmup_input = models.CharField(max_length=300, blank=True)
+    # Those constant keys themselves (blob name; "" where keys differ per keygen, and for
+    # versions registered before): every pool process holds them warm from its start, so a
+    # session with them has nothing to warm and its opening nothing to wait for (jobs.warmup).
+    constant_keys = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

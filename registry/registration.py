@@ -39,6 +39,8 @@ class BundleFacts:
     evaluation_keys_sha256: str = ""
     # The zeros encrypted under the throwaway key (deleted with it): a session's warm-up input.
     warmup_input: bytes = b""
+    # The constant keys themselves (b"" when keys differ per keygen): public, and the same for everyone.
+    constant_keys: bytes = b""
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +99,7 @@ def measure_bundle(folder: Path) -> BundleFacts:
         evaluation_keys_constant=constant,
         evaluation_keys_sha256=hashlib.sha256(keys).hexdigest() if constant else "",
         warmup_input=ciphertext,
+        constant_keys=keys if constant else b"",
     )
 
 

@@ -53,6 +53,11 @@ def register_model(
             warmup_input = blobs.save_bytes(f"{prefix}/warmup.bin", facts.warmup_input) if facts.warmup_input else ""
             if warmup_input:
                 stored.append(warmup_input)
+            constant_keys = (
+                blobs.save_bytes(f"{prefix}/constant-keys.bin", facts.constant_keys) if facts.constant_keys else ""
+            )
+            if constant_keys:
+                stored.append(constant_keys)
             model = ModelVersion.objects.create(
                 name=name,
                 version=version,
@@ -70,6 +75,7 @@ def register_model(
                 preprocessing_sha256=prep.sha256 if prep else "",
                 feature_names=names,
                 warmup_input=warmup_input,
+                constant_keys=constant_keys,
             )
             audit.record(
                 actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256,

@@ -119,18 +119,28 @@ def open_session(
     except BaseException:
         blobs.delete(session.keys_blob)
         raise
-    # After commit: a pool process that hears of the session must find its row, and the
-    # notice must not announce keys whose opening was rolled back.
-    announce = partial(
-        notify.announce_session,
-        str(session.id),
-        session.keys_blob,
-        session.model_version_id,
-        session.expires_at.timestamp(),
-    )
-    transaction.on_commit(announce)
+    if needs_warm_up(session):
+        # After commit: a pool process that hears of the session must find its row, and the
+        # notice must not announce keys whose opening was rolled back.
+        announce = partial(
+            notify.announce_session,
+            str(session.id),
+            session.keys_blob,
+            session.model_version_id,
+            session.expires_at.timestamp(),
+        )
+        transaction.on_commit(announce)
     logger.info("session opened", extra={"context_id": str(session.id), "client": client.name})
     return session
+
+
+def needs_warm_up(session: KeySession) -> bool:
+    """False for a session that uploaded its version's constant keys (the digest says they are
+    those very bytes): every pool process holds them warm from the moment it loads the circuit
+    (jobs.warmup), so there is nothing to announce and nothing for the opening to wait for."""
+    version = session.model_version
+    constant = version.evaluation_keys_sha256
+    return not (version.constant_keys and constant and session.key_fingerprint == constant)
 
 
 def _audit_refusal(actor: Actor, model_version: ModelVersion, exc: KeyCheckError, size: int) -> None:

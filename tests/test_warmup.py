@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from base import notify
+from base import blobs, notify
 from base.redis_client import shared_redis, subscriptions_redis
 from jobs import runtime, warmup
+from sessions.models import KeySession
+from tests.helpers import post_bytes
 
 pytestmark = [
     pytest.mark.skipif(not settings.REDIS_URL, reason="warm-up notices travel on Redis"),
@@ -42,6 +44,15 @@ def start_loop() -> Iterator[Callable[[], None]]:
         thread.join(timeout=60)
 
 
+@pytest.fixture
+def warmed_per_session(logreg: Any) -> Any:
+    """logreg as registered before versions kept their constant keys: each of its sessions is
+    warmed on its own, as any version's whose keys differ per keygen (and it is quick to warm)."""
+    logreg.constant_keys = ""
+    logreg.save(update_fields=["constant_keys"])
+    return logreg
+
+
 def _warmed_here(context_id: str, timeout: float) -> bool:
     """Whether this process said it holds the session's keys warm (and does), within ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -53,13 +64,18 @@ def _warmed_here(context_id: str, timeout: float) -> bool:
 
 
 def test_a_session_opened_while_the_circuits_load_is_warmed_once_they_are(
-    logreg: Any, alice: Any, open_session: Any, start_loop: Callable[[], None], settings: Any, monkeypatch: Any
+    warmed_per_session: Any,
+    alice: Any,
+    open_session: Any,
+    start_loop: Callable[[], None],
+    settings: Any,
+    monkeypatch: Any,
 ) -> None:
     """A pool process loads every active circuit when it starts (seconds); a session that
     opens meanwhile must still be warmed there, or its opening waits for this process until
     MOAI_SESSION_WARMUP_WAIT_SECONDS runs out."""
     settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0  # the opening answers at once: no loop runs yet
-    context_id = open_session(alice, logreg)
+    context_id = open_session(alice, warmed_per_session)
     load = warmup.load_active_models
 
     def load_while_a_session_opens() -> int:
@@ -90,28 +106,83 @@ def _opening_notice(open_session: Callable[..., str], *args: Any) -> tuple[str, 
 
 
 def test_the_opening_notice_warms_the_keys_without_a_database_read(
-    logreg: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
+    warmed_per_session: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
 ) -> None:
     """Every pool process warms every new session, and the opening waits for all of them: a
     read of the session's row in each (a connection, then a query) was most of that wait."""
     settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0  # no pool process runs: answer at once
     assert warmup.load_active_models() == 1
-    context_id, notice = _opening_notice(open_session, alice, logreg)
+    context_id, notice = _opening_notice(open_session, alice, warmed_per_session)
     with django_assert_num_queries(0):
         assert warmup.warm_session(context_id, notice)
     assert context_id in runtime.keys.session_ids()
 
 
 def test_a_notice_that_names_no_loaded_version_warms_from_the_sessions_row(
-    logreg: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
+    warmed_per_session: Any, alice: Any, open_session: Any, settings: Any, django_assert_num_queries: Any
 ) -> None:
     """A version registered after this process's last load, or a notice from a web process of
     the release before (it names the session alone): the row says what to warm."""
     settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0
-    context_id, notice = _opening_notice(open_session, alice, logreg)
+    context_id, notice = _opening_notice(open_session, alice, warmed_per_session)
     for older in ({"session": context_id}, notice):
         runtime.models.clear()  # the notice's version is not loaded here
         runtime.keys.clear()
         with django_assert_num_queries(1):
             assert warmup.warm_session(context_id, older)
         assert context_id in runtime.keys.session_ids()
+
+
+def test_a_version_whose_keys_are_constant_keeps_them_and_every_pool_process_holds_them_warm(
+    logreg: Any, tree: Any, bundles: Any
+) -> None:
+    """Every keygen makes logreg the same keys: registration keeps them, and a process that
+    loads the circuit runs them once, before any session. The iris tree's keys differ per keygen."""
+    assert blobs.read_bytes(logreg.constant_keys) == bundles["breast-cancer-logreg"].evaluation_keys
+    assert tree.constant_keys == ""
+    assert warmup.load_active_models() == 2
+    assert runtime.models.get(logreg).constant_keys is not None
+    assert runtime.models.get(tree).constant_keys is None
+
+
+def test_a_session_with_the_constant_keys_opens_without_waiting_and_its_jobs_use_the_warm_copy(
+    logreg: Any, alice: Any, bundles: Any, settings: Any
+) -> None:
+    """The keys a client's own keygen makes (its fixture's), uploaded as any client does."""
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 30
+    notify.pool_process_present("elsewhere:1")  # a pool process alive, that an opening would wait for
+    pubsub = subscriptions_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(notify.WARMUP_CHANNEL)
+    try:
+        keys_of_a_client = bundles["breast-cancer-logreg"].evaluation_keys
+        response = post_bytes(alice.http, f"/api/v1/models/{logreg.name}/sessions", keys_of_a_client)
+        assert response.status_code == 201, response.content
+        # Answered without waiting for that process, and nobody was asked to warm anything.
+        assert response.json()["keys_warm"] is True
+        assert pubsub.get_message(timeout=0.5) is None
+    finally:
+        pubsub.close()
+        notify.pool_process_gone("elsewhere:1")
+    session = KeySession.objects.select_related("model_version").get(pk=response.json()["context_id"])
+    warmup.load_active_models()
+    model = runtime.models.get(logreg)
+    keys, loaded = runtime.session_keys(session, session.model_version, model)
+    assert keys is model.constant_keys
+    assert loaded is False
+    assert runtime.keys.session_ids() == []  # the session's own copy was never read
+
+
+def test_other_keys_of_a_constant_key_version_come_from_the_sessions_own_blob(
+    logreg: Any, alice: Any, open_session: Any, settings: Any
+) -> None:
+    """Only the very bytes the digest names share the warm copy; a session whose fingerprint is
+    anything else (keys a later Concrete serializes otherwise, say) runs with its own."""
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 0
+    session = KeySession.objects.select_related("model_version").get(pk=open_session(alice, logreg))
+    session.key_fingerprint = "0" * 64
+    warmup.load_active_models()
+    model = runtime.models.get(logreg)
+    keys, loaded = runtime.session_keys(session, session.model_version, model)
+    assert keys is not model.constant_keys
+    assert loaded is True
+    assert runtime.keys.session_ids() == [str(session.pk)]
