@@ -68,10 +68,11 @@ class SessionCreateView(APIView):
                 session = services.open_session(client, model, upload, actor, session_id)
         # The answer waits (bounded) until a worker holds the keys warm, so that the first job
         # does not pay for their decompression (jobs.warmup); the upload already held this thread.
-        # Keys that every keygen makes alike (a linear model's) decompress to nothing, but a first
-        # job sent before their warm-up ended still waited for it (93 ms of a 38 ms job, seen in
-        # `python -m bench --only versus`): they wait here too, for a few milliseconds.
-        # A session with its version's constant keys finds them warm in every pool process already.
+        # A session that uploaded its version's constant keys (a linear model's) has nothing to
+        # wait for: every pool process has held those warm since it loaded the circuit. Constant
+        # keys of a version registered before they were kept are warmed like any others: a first
+        # job sent before that warm-up ended waited for it (93 ms of a 38 ms job, seen in
+        # `python -m bench --only versus`).
         ready = (
             notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
             if services.needs_warm_up(session)
