@@ -14,7 +14,6 @@ the first job asks.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import shutil
@@ -290,8 +289,7 @@ def session_keys(session: KeySession, version: ModelVersion, model: LoadedModel)
     same public bytes for every client, so nothing of one session's reaches another's jobs.
     Any other session's keys come from the key cache.
     """
-    constant = version.evaluation_keys_sha256
-    if model.constant_keys is not None and constant and hmac.compare_digest(session.key_fingerprint, constant):
+    if model.constant_keys is not None and version.kept_constant_keys(session.key_fingerprint):
         metrics.KEY_CACHE.labels("hit").inc()
         return model.constant_keys, False
     return keys.fetch(str(session.pk), session.keys_blob)

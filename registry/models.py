@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from django.db import models
 
 
@@ -53,3 +55,9 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+    def kept_constant_keys(self, fingerprint: str) -> bool:
+        """Whether keys with this SHA-256 are the constant keys this version kept: the very
+        bytes every keygen makes for it, which pool processes hold warm (jobs.warmup)."""
+        digest = self.evaluation_keys_sha256
+        return bool(self.constant_keys and digest and hmac.compare_digest(fingerprint, digest))

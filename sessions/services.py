@@ -138,9 +138,7 @@ def needs_warm_up(session: KeySession) -> bool:
     """False for a session that uploaded its version's constant keys (the digest says they are
     those very bytes): every pool process holds them warm from the moment it loads the circuit
     (jobs.warmup), so there is nothing to announce and nothing for the opening to wait for."""
-    version = session.model_version
-    constant = version.evaluation_keys_sha256
-    return not (version.constant_keys and constant and session.key_fingerprint == constant)
+    return not session.model_version.kept_constant_keys(session.key_fingerprint)
 
 
 def _audit_refusal(actor: Actor, model_version: ModelVersion, exc: KeyCheckError, size: int) -> None:
