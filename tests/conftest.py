@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -229,6 +230,18 @@ def _fresh_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_file_cache() -> None:
+    """On the embedded defaults (SQLite, the file cache) ids restart with every test as well:
+    a test's rollback takes SQLite's id counter back with it, so one test's "alice" counted
+    calls against the next one's. PostgreSQL's sequences never go back, and Redis is shared
+    with the stack's processes, so it is left alone there."""
+    if not settings.REDIS_URL:
+        from django.core.cache import cache
+
+        cache.clear()
 
 
 def _database_url() -> str:

@@ -80,9 +80,12 @@ def session_with_wrong_keys(session: Any, wrong_keys: bytes) -> Any:
 
     The row is written here, not opened through the API: an opened session's keys are warm in
     every pool process before its answer (jobs.warmup), so tampering with its stored keys
-    afterwards would change nothing. The copy encrypts with the opened session's client keys.
+    afterwards would change nothing. Its fingerprint is of ``wrong_keys``, as for any row: a
+    row claiming a model's constant keys runs with the copy every pool process holds instead
+    of reading its stored keys. The copy encrypts with the opened session's client keys.
     """
     import dataclasses
+    import hashlib
     import uuid
 
     from django.core.files.base import ContentFile
@@ -93,7 +96,7 @@ def session_with_wrong_keys(session: Any, wrong_keys: bytes) -> Any:
     opened = KeySession.objects.get(pk=session.context_id)
     tampered = KeySession.objects.create(
         client=opened.client, model_version=opened.model_version, created_at=opened.created_at,
-        expires_at=opened.expires_at, key_fingerprint=opened.key_fingerprint,
+        expires_at=opened.expires_at, key_fingerprint=hashlib.sha256(wrong_keys).hexdigest(),
         keys_blob=default_storage.save(f"keys/{uuid.uuid4()}.bin", ContentFile(wrong_keys)),
     )  # fmt: skip
     return dataclasses.replace(session, context_id=str(tampered.pk))
