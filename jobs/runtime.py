@@ -44,8 +44,10 @@ class CircuitInputError(ValueError):
 
 
 class LoadedModel:
-    def __init__(self, server_zip: Path, folder: Path) -> None:
+    def __init__(self, server_zip: Path, folder: Path, version: ModelVersion | None = None) -> None:
         from concrete import fhe
+
+        self.version = version  # the row it was loaded from: what a warm-up needs, without a query
 
         # The runtime's own folders (the unpacked zip, the compiled library) go in
         # ``folder``, removed by close(); the library must stay until then.
@@ -81,7 +83,6 @@ class ModelCache:
 
     def __init__(self) -> None:
         self._models: dict[int, LoadedModel] = {}
-        self._versions: dict[int, ModelVersion] = {}
         self._lock = threading.Lock()
 
     def get(self, model_version: ModelVersion) -> LoadedModel:
@@ -90,9 +91,8 @@ class ModelCache:
             if loaded is None:
                 folder = load_folders() / f"{socket.gethostname()}_{os.getpid()}_{model_version.pk}"
                 shutil.rmtree(folder, ignore_errors=True)  # left by an earlier process of the same pid
-                loaded = LoadedModel(self._local_copy(model_version), folder)
+                loaded = LoadedModel(self._local_copy(model_version), folder, model_version)
                 self._models[model_version.pk] = loaded
-                self._versions[model_version.pk] = model_version
             return loaded
 
     def __contains__(self, model_version_id: int) -> bool:
@@ -100,14 +100,14 @@ class ModelCache:
 
     def loaded_version(self, model_version_id: int) -> ModelVersion | None:
         """The row of a version this process has loaded (what a warm-up needs of it), without a query."""
-        return self._versions.get(model_version_id)
+        loaded = self._models.get(model_version_id)
+        return None if loaded is None else loaded.version
 
     def clear(self) -> None:
         with self._lock:
             for loaded in self._models.values():
                 loaded.close()
             self._models.clear()
-            self._versions.clear()
 
     @staticmethod
     def _local_copy(model_version: ModelVersion) -> Path:
