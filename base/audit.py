@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from base.models import AuditRecord
-from base.statements import Statement
+from base.statements import Insert, Statement
 
 GENESIS = "0" * 64
 # Any constant works; it only has to be the same in every process.
@@ -120,6 +120,8 @@ def _chain_head() -> QuerySet[AuditRecord]:
 # Read on every audited state change without PostgreSQL's function: compiled once per thread
 # (base.statements).
 _CHAIN_HEAD = Statement(_chain_head)
+# Written on every audited state change (one row, most of the time): its SQL built once per thread.
+_RECORD_ROWS = Insert(AuditRecord)
 
 
 def _locked_chain_head() -> tuple[int, str]:
@@ -170,15 +172,15 @@ def record_many(entries: list[Entry]) -> list[AuditRecord]:
             )
             row.digest = prev = compute_digest(key, row.prev_digest, row.content())
             rows.append(row)
-        written = AuditRecord.objects.bulk_create(rows, batch_size=1000)
-        if written:
+        _RECORD_ROWS.rows(rows)
+        if rows:
             from base import audit_checkpoints
 
             head_now = audit_checkpoints.Head(seq, prev, now)
             # Published only once the records are committed: a checkpoint of a write that
             # rolled back would name a record that never existed.
             transaction.on_commit(lambda: audit_checkpoints.publish(head_now))
-        return written
+        return rows
 
 
 @dataclass(frozen=True)

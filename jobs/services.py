@@ -25,7 +25,7 @@ from django_stubs_ext import WithAnnotations
 
 from base import audit, blobs, metrics, notify
 from base.audit import Actor
-from base.statements import Param, Statement, Update
+from base.statements import Insert, Param, Statement, Update
 from jobs import broker, cores
 from jobs.models import Job
 from sessions.models import KeySession
@@ -87,15 +87,17 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
     stored = [_store_input(job, index, path) for index, path in enumerate(inputs.paths)]
     try:
         with transaction.atomic():
-            # Lock the session so it cannot end between the status check and the insert:
-            # ending it cancels queued jobs, and this one must be among them or not exist.
-            if not _ACTIVE_SESSION_LOCKED.exists(session.pk):
+            # Inserted only while the session is active, its row locked by the same statement so
+            # that it cannot end between the check and the insert: ending it cancels queued jobs,
+            # and this one must be among them or not exist.
+            if not _JOB_ROW.one_if(job, _ACTIVE_SESSION_LOCKED, session.pk):
                 raise SessionEndedError(str(session.pk))
-            job.save(force_insert=True)
-            audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
             # Stored first all the same: a message delivered again, a requeue or the recovery
-            # sweep sends the job without them, and its worker reads them from storage.
+            # sweep sends the job without them, and its worker reads them from storage. Sent
+            # before the audit record's checkpoint is handed on (hooks run in the order given):
+            # the worker starts meanwhile.
             transaction.on_commit(lambda: enqueue(job.id, contents))
+            audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
     except (IntegrityError, SessionEndedError):
         for name in stored:
             blobs.delete(name)
@@ -121,6 +123,7 @@ def _active_session_locked(session_id: uuid.UUID) -> QuerySet[KeySession]:
 
 # Run on every submission: compiled once per thread (base.statements).
 _ACTIVE_SESSION_LOCKED = Statement(_active_session_locked, Param(KeySession._meta.pk, uuid.UUID(int=1)))
+_JOB_ROW = Insert(Job)
 
 
 def _same_request(job: Job, inputs_sha256: str) -> Job:

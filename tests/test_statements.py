@@ -148,3 +148,95 @@ def test_reads_and_updates_are_prepared_on_the_server_once_they_repeat(alice, se
     # The answers are those of the queryset, prepared or not.
     assert _OWN_SESSION.first(session_id, alice.client.pk + 1000) is None
     assert str(_OWN_SESSION.first(session_id, alice.client.pk).pk) == sessions["alice"]
+
+
+def _job(session: KeySession, key: str | None = None) -> Job:
+    return Job(
+        id=uuid.uuid4(), session=session, client=session.client, model_version=session.model_version,
+        input_count=1, inputs_sha256="ab" * 32, enqueued_at=timezone.now(), idempotency_key=key,
+    )  # fmt: skip
+
+
+def test_an_insert_writes_the_row_save_would_and_only_while_its_condition_holds(sessions):
+    from base.statements import Insert
+    from jobs.services import _ACTIVE_SESSION_LOCKED
+
+    insert = Insert(Job)
+    session = KeySession.objects.select_related("client", "model_version").get(pk=sessions["alice"])
+    job = _job(session, key="k-1")
+    assert insert.one_if(job, _ACTIVE_SESSION_LOCKED, session.pk)
+    assert job.submitted_at is not None  # auto_now_add, as save() sets it
+    assert not job._state.adding
+    stored = Job.objects.get(pk=job.pk)
+    for field in Job._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(job, field.attname), field.name
+    # What save() writes, field for field (but the key and the times of the call).
+    twin = _job(session, key="k-2")
+    twin.save(force_insert=True)
+    saved = Job.objects.get(pk=twin.pk)
+    differ = {"id", "idempotency_key", "enqueued_at", "submitted_at"}
+    for field in Job._meta.concrete_fields:
+        if field.name not in differ:
+            assert getattr(saved, field.attname) == getattr(stored, field.attname), field.name
+    # The unique key is the database's to enforce, as for save().
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert.one_if(_job(session, key="k-1"), _ACTIVE_SESSION_LOCKED, session.pk)
+    KeySession.objects.filter(pk=session.pk).update(status=KeySession.Status.EXPIRED)
+    refused = _job(session)
+    assert not insert.one_if(refused, _ACTIVE_SESSION_LOCKED, session.pk)
+    assert refused._state.adding
+    assert not Job.objects.filter(pk=refused.pk).exists()
+
+
+def test_rows_with_an_auto_key_get_the_keys_the_database_gave_them(db):
+    from base import audit
+    from base.audit import Actor
+    from base.models import AuditRecord
+
+    written = audit.record_many([audit.Entry(Actor.system(), "client.created", "client", n) for n in "abc"])
+    assert [row.pk for row in written] == list(
+        AuditRecord.objects.filter(target_id__in="abc").order_by("seq").values_list("pk", flat=True)
+    )
+    assert all(row.pk is not None and not row._state.adding for row in written)
+    assert audit.verify_chain(AuditRecord.objects.order_by("seq")) is None
+
+
+def test_a_submission_waits_for_a_session_end_under_way_and_is_then_refused(transactional_db, sessions, tmp_path):
+    """The job's insert locks the session's row: an end that holds it is waited for, and then wins."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from base.audit import Actor
+    from jobs import services
+
+    context_id = sessions["alice"]
+    session = KeySession.objects.select_related("client", "model_version").get(pk=context_id)
+    ending, release = threading.Event(), threading.Event()
+
+    def end_it() -> None:
+        try:
+            with transaction.atomic():
+                KeySession.objects.select_for_update().get(pk=context_id)
+                KeySession.objects.filter(pk=context_id).update(status=KeySession.Status.EXPIRED)
+                ending.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=end_it)
+    thread.start()
+    assert ending.wait(10)
+    threading.Timer(0.5, release.set).start()
+    spooled = tmp_path / "input.bin"
+    spooled.write_bytes(b"ciphertext")
+    started = time.monotonic()
+    with pytest.raises(services.SessionEndedError):
+        services.submit_job(session, services.JobInputs([spooled]), None, Actor.client("alice"))
+    waited = time.monotonic() - started
+    thread.join()
+    assert waited >= 0.4  # it waited for the end's lock instead of reading the row as it was before
+    assert not Job.objects.filter(session_id=context_id).exists()
