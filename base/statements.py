@@ -94,6 +94,32 @@ class Statement(Generic[M]):
             return None
         return _instance(compiled.compiler, compiled.rows, rows[0], compiled.db)
 
+    def first_within(
+        self, build: Callable[[str, Callable[[str], str]], str], extra: Sequence[object], *values: object
+    ) -> tuple[M, tuple[Any, ...]] | None:
+        """The first row of a statement built around this read, one round trip for both.
+
+        ``build(read, column)`` gives the statement's SQL from this read's (``read``: a SELECT
+        to put in ``WITH read (c0, c1, ...) AS (...)``) and the names its columns take there
+        (``column("id")``: a field's attname or an annotation's name). The statement must
+        select ``read.*`` first; the columns after them come back as they are. ``extra``: the
+        parameters of the SQL around the read, which come after the read's own.
+        """
+        compiled = self._compile()
+        if compiled.rows is None:
+            raise ValueError("first_within needs a read of rows")
+        positions = {name: compiled.rows.start + index for index, name in enumerate(compiled.rows.names)}
+        positions.update(compiled.rows.annotations)
+        width = compiled.compiler.col_count
+        columns = ", ".join(f"c{index}" for index in range(width))
+        sql = build(f"WITH read ({columns}) AS ({compiled.sql})", lambda name: f"read.c{positions[name]}")
+        with _cursor(compiled.compiler.connection) as cursor:
+            cursor.execute(sql, [*_bound(self._params, compiled, values), *extra])
+            rows = cursor.fetchmany(1)
+        if not rows:
+            return None
+        return _instance(compiled.compiler, compiled.rows, rows[0][:width], compiled.db), tuple(rows[0][width:])
+
     def refresh(self, instance: M, *values: object) -> bool:
         """Load ``instance``'s fields from the first row, as ``refresh_from_db(from_queryset=...)`` does;
         False, and ``instance`` left as it was, when there is no row."""

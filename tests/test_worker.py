@@ -230,3 +230,23 @@ def test_a_claimed_job_knows_how_many_jobs_wait_behind_it(two_sessions_jobs):
     assert (getattr(first, "pk", None), getattr(first, "queued_behind", None)) == (two_sessions_jobs[0].pk, 1)
     second = services.claim_job("message-2")
     assert (getattr(second, "pk", None), getattr(second, "queued_behind", None)) == (two_sessions_jobs[1].pk, 0)
+
+
+def test_a_head_this_process_would_take_is_read_and_claimed_in_one_query(two_sessions_jobs, django_assert_num_queries):
+    """The common claim: one client's jobs queued, no warm session to prefer (services._claim_head)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement claim is PostgreSQL's (a data-modifying CTE)")
+    first = two_sessions_jobs[0]
+    with django_assert_num_queries(1):
+        claimed = services.claim_job("message-1", warm_sessions=[str(first.session_id)])
+        assert claimed is not None
+        # The related rows came with it, as the read alone brings them.
+        related = (claimed.session.status, claimed.model_version.name, claimed.client.name)
+    assert related == ("active", "breast-cancer-logreg", "alice")
+    stored = Job.objects.get(pk=first.pk)
+    for field in ("status", "attempts", "claim_token", "started_at", "heartbeat_at"):
+        assert getattr(claimed, field) == getattr(stored, field), field
+    assert (stored.status, stored.attempts, stored.claim_token) == ("running", 1, "message-1")
+    assert claimed.queued_behind == 1
