@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, QuerySet
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django_stubs_ext import WithAnnotations
@@ -322,7 +322,7 @@ def _claim_head(warm: set[str], token: str) -> Job | None:
             f"{read}, claimed AS (UPDATE {quote(table)} SET status = %s, started_at = %s, heartbeat_at = %s, "
             f"attempts = attempts + 1, claim_token = %s "
             f"WHERE id = (SELECT {column('id')} FROM read WHERE NOT {column('others_waiting')} AND "
-            f"(cardinality(%s::uuid[]) = 0 OR {column('session_id')} = ANY(%s::uuid[]) "
+            f"(cardinality(%s::uuid[]) = 0 OR {column('keys_everywhere')} OR {column('session_id')} = ANY(%s::uuid[]) "
             f"OR {column('submitted_at')} <= %s)) "
             f"AND status = %s AND attempts = (SELECT {column('attempts')} FROM read) RETURNING 1) "
             "SELECT read.*, EXISTS (SELECT 1 FROM claimed) FROM read"
@@ -410,7 +410,7 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
         return None
     oldest.queued_behind = max(0, head.queued_now - 1)
     waited = (timezone.now() - oldest.submitted_at).total_seconds()
-    if not warm_sessions or str(oldest.session_id) in warm_sessions:
+    if not warm_sessions or str(oldest.session_id) in warm_sessions or _keys_warm_everywhere(oldest):
         return oldest
     if waited >= settings.MOAI_AFFINITY_MAX_WAIT_SECONDS:
         return oldest
@@ -425,6 +425,13 @@ def _next_job(warm_sessions: set[str]) -> Job | None:
     return warm or oldest
 
 
+def _keys_warm_everywhere(job: Job) -> bool:
+    """Whether the job's session uploaded its version's constant keys, which every pool process
+    that loaded the circuit holds warm (runtime.session_keys): no other job is to be preferred to
+    it for its keys. The head's read says the same in SQL (``keys_everywhere``)."""
+    return job.model_version.kept_constant_keys(job.session.key_fingerprint)
+
+
 def _queued() -> QuerySet[Job]:
     return Job.objects.filter(status=Job.Status.QUEUED).select_related("session", "model_version", "client")
 
@@ -432,6 +439,7 @@ def _queued() -> QuerySet[Job]:
 class _HeadAnnotations(TypedDict):
     others_waiting: bool
     queued_now: int
+    keys_everywhere: bool
 
 
 def _queue_head() -> QuerySet[WithAnnotations[Job, _HeadAnnotations]]:
@@ -442,7 +450,18 @@ def _queue_head() -> QuerySet[WithAnnotations[Job, _HeadAnnotations]]:
         f"SELECT count(*) FROM (SELECT 1 FROM {Job._meta.db_table} WHERE status = %s LIMIT %s) AS queued",
         [Job.Status.QUEUED.value, cores.MAX_POOL_PROCESSES + 1],
     )
-    return _queued().annotate(others_waiting=Exists(others), queued_now=counted).order_by("submitted_at")[:1]
+    # ModelVersion.kept_constant_keys, in SQL: the session's keys are the ones its version kept.
+    constant = ExpressionWrapper(
+        Q(session__key_fingerprint=F("model_version__evaluation_keys_sha256"))
+        & ~Q(model_version__evaluation_keys_sha256="")
+        & ~Q(model_version__constant_keys=""),
+        output_field=BooleanField(),
+    )
+    return (
+        _queued()
+        .annotate(others_waiting=Exists(others), queued_now=counted, keys_everywhere=constant)
+        .order_by("submitted_at")[:1]
+    )
 
 
 # Read on every claim with the same SQL each time: compiled once per thread (base.statements).

@@ -98,8 +98,16 @@ def two_sessions_jobs(alice, logreg, open_session, bundles, django_capture_on_co
     return jobs
 
 
+def keys_of_their_own(*jobs: Job) -> None:
+    """The jobs' sessions as sessions whose keys are theirs alone (an iris tree's, not logreg's
+    constant keys, which every pool process holds warm): what session affinity is for."""
+    for job in jobs:
+        KeySession.objects.filter(pk=job.session_id).update(key_fingerprint=f"{job.session_id.hex:0<64}")
+
+
 def test_a_process_takes_the_job_of_a_session_whose_keys_it_holds_first(two_sessions_jobs, settings):
     first, second = two_sessions_jobs
+    keys_of_their_own(first, second)
     settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 60
     claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
     assert getattr(claimed, "pk", None) == second.pk
@@ -110,8 +118,24 @@ def test_a_process_takes_the_job_of_a_session_whose_keys_it_holds_first(two_sess
     assert services.claim_job("message-3") is None
 
 
+def test_a_session_with_its_versions_constant_keys_is_warm_in_every_process(
+    two_sessions_jobs, settings, django_assert_max_num_queries
+):
+    """Logreg's keys are the same bytes for every session, held warm by every pool process: the
+    oldest job goes first, whichever session's keys the process holds in its key cache, and
+    without a look for a job of a warm session (one statement on PostgreSQL, two on SQLite)."""
+    from django.db import connection
+
+    first, second = two_sessions_jobs
+    settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 60
+    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 2):
+        claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
+    assert getattr(claimed, "pk", None) == first.pk
+
+
 def test_the_oldest_job_goes_first_once_it_has_waited_long_enough(two_sessions_jobs, settings):
     first, second = two_sessions_jobs
+    keys_of_their_own(first, second)
     settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 5
     Job.objects.filter(pk=first.pk).update(submitted_at=timezone.now() - timedelta(seconds=6))
     claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
@@ -120,6 +144,7 @@ def test_the_oldest_job_goes_first_once_it_has_waited_long_enough(two_sessions_j
 
 def test_affinity_off_runs_jobs_oldest_first(two_sessions_jobs, settings):
     first, second = two_sessions_jobs
+    keys_of_their_own(first, second)
     settings.MOAI_AFFINITY_MAX_WAIT_SECONDS = 0
     claimed = services.claim_job("message-1", warm_sessions=[str(second.session_id)])
     assert getattr(claimed, "pk", None) == first.pk
