@@ -1,4 +1,4 @@
-"""Reads whose SQL is built once per thread instead of on every run.
+"""Reads, updates and inserts whose SQL is built once per thread instead of on every run.
 
 Django compiles a queryset's SQL each time it is evaluated. For a read that runs on every
 job or request with the same SQL each time (a worker's look at the head of the queue, the
@@ -12,6 +12,11 @@ What changes from run to run is declared as :class:`Param`: the queryset is buil
 each parameter's ``sample`` (a value no real run uses), which marks where the parameter lands
 in the SQL's parameters; each run puts its own values there, made ready for the database by
 the parameter's field as Django would. Everything else is read from the queryset once.
+
+:class:`Update` does the same for an UPDATE, :class:`Insert` for a model's INSERTs (one
+conditional on a read's rows, locks included, in the same statement), and
+:meth:`Statement.first_within` runs a compiled read inside a larger statement (the claim of the
+queue's head: jobs.services).
 
 On PostgreSQL each statement runs on a cursor that binds its parameters on the server, which
 prepares it once it has run a few times on a connection (``moai_site.postgresql``): planning
