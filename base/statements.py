@@ -25,6 +25,7 @@ took longer than running for most of these (0.2-0.5 ms against 0.1).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -113,11 +114,16 @@ class Statement(Generic[M]):
         compiled = self._compile()
         if compiled.rows is None:
             raise ValueError("first_within needs a read of rows")
-        positions = {name: compiled.rows.start + index for index, name in enumerate(compiled.rows.names)}
-        positions.update(compiled.rows.annotations)
         width = compiled.compiler.col_count
-        columns = ", ".join(f"c{index}" for index in range(width))
-        sql = build(f"WITH read ({columns}) AS ({compiled.sql})", lambda name: f"read.c{positions[name]}")
+        # Built once per thread and ``build``, as the read itself is.
+        built: dict[object, str] = getattr(self._compiled, "within", None) or {}
+        sql = built.get(build)
+        if sql is None:
+            positions = {name: compiled.rows.start + index for index, name in enumerate(compiled.rows.names)}
+            positions.update(compiled.rows.annotations)
+            columns = ", ".join(f"c{index}" for index in range(width))
+            sql = built[build] = build(f"WITH read ({columns}) AS ({compiled.sql})", lambda n: f"read.c{positions[n]}")
+            self._compiled.within = built
         with _cursor(compiled.compiler.connection) as cursor:
             cursor.execute(sql, [*_bound(self._params, compiled, values), *extra])
             rows = cursor.fetchmany(1)
@@ -207,9 +213,14 @@ class Insert(Generic[M]):
         size = connection.ops.bulk_batch_size(columns.fields, instances) or len(instances)
         for start in range(0, len(instances), size):
             batch = instances[start : start + size]
-            values = ", ".join([columns.row] * len(batch))
-            sql = f"INSERT INTO {columns.table} ({columns.names}) VALUES {values}{columns.returning}"
-            self._run(sql, [value for instance in batch for value in columns.values(instance, connection)], batch)
+            sql = columns.sql.get(len(batch))
+            if sql is None:
+                values = ", ".join([columns.row] * len(batch))
+                sql = columns.sql[len(batch)] = (
+                    f"INSERT INTO {columns.table} ({columns.names}) VALUES {values}{columns.returning}"
+                )
+            params = [value for instance in batch for value in columns.values(instance, connection)]
+            self._run(columns, connection, sql, params, batch)
 
     def one_if(self, instance: M, condition: Statement[Any], *values: object) -> bool:
         """Insert ``instance`` if ``condition`` finds a row, in one statement; whether it was inserted.
@@ -220,18 +231,20 @@ class Insert(Generic[M]):
         """
         columns, connection = self._columns()
         exists = condition._compile(exists=True)
-        # PostgreSQL must know each value's type in a SELECT list, where no column gives it one.
-        typed = connection.vendor == "postgresql"
-        select = ", ".join(f"%s::{field.cast_db_type(connection)}" if typed else "%s" for field in columns.fields)
-        sql = (
-            f"INSERT INTO {columns.table} ({columns.names}) SELECT {select} WHERE EXISTS ({exists.sql})"
-            f"{columns.returning}"
-        )
+        sql = columns.sql.get(condition)
+        if sql is None:
+            # PostgreSQL must know each value's type in a SELECT list, where no column gives it one.
+            typed = connection.vendor == "postgresql"
+            select = ", ".join(f"%s::{field.cast_db_type(connection)}" if typed else "%s" for field in columns.fields)
+            sql = columns.sql[condition] = (
+                f"INSERT INTO {columns.table} ({columns.names}) SELECT {select} WHERE EXISTS ({exists.sql})"
+                f"{columns.returning}"
+            )
         params = [*columns.values(instance, connection), *_bound(condition._params, exists, values)]
-        return self._run(sql, params, [instance]) == 1
+        return self._run(columns, connection, sql, params, [instance]) == 1
 
-    def _run(self, sql: str, params: list[Any], instances: Sequence[M]) -> int:
-        columns, connection = self._columns()
+    @staticmethod
+    def _run(columns: _InsertColumns, connection: Any, sql: str, params: list[Any], instances: Sequence[M]) -> int:
         with transaction.mark_for_rollback_on_error(using=connection.alias), _cursor(connection) as cursor:
             cursor.execute(sql, params)
             returned = cursor.fetchall() if columns.returning else []
@@ -261,6 +274,8 @@ class _InsertColumns:
     row: str
     auto: Field[Any, Any] | None
     returning: str
+    # The statements built from these, once per thread: by row count, or by an insert's condition.
+    sql: dict[object, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, model: type[Model], connection: Any) -> _InsertColumns:

@@ -303,6 +303,19 @@ def _set_claimed(job: Job, now: datetime, token: str) -> None:
     job.attempts += 1
 
 
+def _claimed_head_sql(read: str, column: Callable[[str], str]) -> str:
+    """The head's read with the claim's compare-and-set beside it (``_claim_head``'s statement)."""
+    return (
+        f"{read}, claimed AS (UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, "
+        f"started_at = %s, heartbeat_at = %s, attempts = attempts + 1, claim_token = %s "
+        f"WHERE id = (SELECT {column('id')} FROM read WHERE NOT {column('others_waiting')} AND "
+        f"(cardinality(%s::uuid[]) = 0 OR {column('keys_everywhere')} OR {column('session_id')} = ANY(%s::uuid[]) "
+        f"OR {column('submitted_at')} <= %s)) "
+        f"AND status = %s AND attempts = (SELECT {column('attempts')} FROM read) RETURNING 1) "
+        "SELECT read.*, EXISTS (SELECT 1 FROM claimed) FROM read"
+    )
+
+
 def _claim_head(warm: set[str], token: str) -> Job | None:
     """Read the queue's head and claim it in one statement, when the head is the job this process
     would take anyway (``_next_job``'s first answer: no other client waiting, and no warm session
@@ -315,22 +328,9 @@ def _claim_head(warm: set[str], token: str) -> Job | None:
     """
     now = timezone.now()
     oldest_preferred = now - timedelta(seconds=settings.MOAI_AFFINITY_MAX_WAIT_SECONDS)
-    table, quote = Job._meta.db_table, connection.ops.quote_name
-
-    def build(read: str, column: Callable[[str], str]) -> str:
-        return (
-            f"{read}, claimed AS (UPDATE {quote(table)} SET status = %s, started_at = %s, heartbeat_at = %s, "
-            f"attempts = attempts + 1, claim_token = %s "
-            f"WHERE id = (SELECT {column('id')} FROM read WHERE NOT {column('others_waiting')} AND "
-            f"(cardinality(%s::uuid[]) = 0 OR {column('keys_everywhere')} OR {column('session_id')} = ANY(%s::uuid[]) "
-            f"OR {column('submitted_at')} <= %s)) "
-            f"AND status = %s AND attempts = (SELECT {column('attempts')} FROM read) RETURNING 1) "
-            "SELECT read.*, EXISTS (SELECT 1 FROM claimed) FROM read"
-        )
-
     sessions = [uuid.UUID(session_id) for session_id in warm]
     found = _QUEUE_HEAD.first_within(
-        build,
+        _claimed_head_sql,
         [Job.Status.RUNNING.value, now, now, token, sessions, sessions, oldest_preferred, Job.Status.QUEUED.value],
     )
     if found is None or not found[1][0]:
