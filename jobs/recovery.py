@@ -79,7 +79,12 @@ def _resend_lost_queued() -> int:
 
 
 def broker_job_ids() -> set[bytes]:
-    """Ids of the jobs the broker holds, waiting or delivered but not yet acknowledged."""
+    """Ids of the jobs whose turns wait in the broker.
+
+    A turn delivered to a worker is no longer in Redis (moai_site.settings keeps no copy of
+    delivered messages): until its job is claimed it counts as missing, and a sweep in that
+    moment sends one more turn, which is harmless (only one claim wins).
+    """
     found: set[bytes] = set()
     for raw in _broker_messages():
         found.update(UUID.findall(raw))
@@ -98,7 +103,7 @@ def _broker_messages() -> list[bytes]:
         from base.redis_client import shared_redis
 
         client = shared_redis()
-        raw = [*client.lrange(queue, 0, -1), *client.hvals("unacked")]
+        raw = client.lrange(queue, 0, -1)
         return [item if isinstance(item, bytes) else str(item).encode() for item in raw]
     folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
     return [path.read_bytes() for path in folder.glob("*") if path.is_file()]

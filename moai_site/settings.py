@@ -348,10 +348,19 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Celery: the job row is the source of truth, messages carry only job ids.
+# Celery: the job row is the source of truth; a message is a turn to run a job (its id, and
+# its ciphertexts when they are small).
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": None}
+    # No copy of a delivered message is kept in Redis (kombu's acknowledgement emulation):
+    # it stored each turn whole in a hash before handing it to a pool process and deleted it
+    # after the job, two Redis transactions per job (1.1-1.6 ms of a warm logreg job, two
+    # stacks side by side). What it would bring back is brought back from the job row: a
+    # running job by its heartbeats' lapse, a queued one missing from the broker by the
+    # recovery sweep (jobs.recovery), which before could not see a turn held in that hash
+    # for the visibility timeout (21 minutes). A warm shutdown still puts back, from memory,
+    # the turns its worker had not started.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"ack_emulation": False}
 else:
     from moai_site import filesystem_broker
 
@@ -389,9 +398,6 @@ CELERY_DB_REUSE_MAX = 1000
 MOAI_JOB_SOFT_TIME_LIMIT = env_int("MOAI_JOB_SOFT_TIME_LIMIT", 900, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = MOAI_JOB_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = MOAI_JOB_SOFT_TIME_LIMIT + 60
-# Redis redelivers an unacknowledged message after the visibility timeout; with late
-# acknowledgement it must outlast the longest job, or a running job would be sent again.
-_VISIBILITY_TIMEOUT = CELERY_TASK_TIME_LIMIT + 300
 # Warm keys make pool processes large (about 8x the serialized keys); a process over
 # this resident size is replaced after its current job, which returns the memory.
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("MOAI_WORKER_MAX_MEMORY_MB", 8192, minimum=64) * 1024
@@ -438,5 +444,3 @@ LOGGING = {
     },
 }
 
-if REDIS_URL:
-    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = _VISIBILITY_TIMEOUT
