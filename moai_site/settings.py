@@ -443,4 +443,3 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
     },
 }
-
