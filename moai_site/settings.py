@@ -357,9 +357,9 @@ if REDIS_URL:
     # after the job, two Redis transactions per job (1.1-1.6 ms of a warm logreg job, two
     # stacks side by side). What it would bring back is brought back from the job row: a
     # running job by its heartbeats' lapse, a queued one missing from the broker by the
-    # recovery sweep (jobs.recovery), which before could not see a turn held in that hash
-    # for the visibility timeout (21 minutes). A warm shutdown still puts back, from memory,
-    # the turns its worker had not started.
+    # recovery sweep (jobs.recovery), which counted a turn held in that hash as waiting and so
+    # left its job until the visibility timeout (21 minutes) let kombu put the turn back. A
+    # warm shutdown still puts back, from the worker's memory, the turns it had not started.
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"ack_emulation": False}
 else:
     from moai_site import filesystem_broker
