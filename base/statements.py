@@ -78,6 +78,8 @@ class _Compiled:
     positions: tuple[int, ...]
     db: str
     rows: _Rows | None
+    # Larger statements built around this read (Statement.first_within), by their builder.
+    within: dict[object, str] = dataclasses.field(default_factory=dict)
 
 
 class Statement(Generic[M]):
@@ -115,15 +117,14 @@ class Statement(Generic[M]):
         if compiled.rows is None:
             raise ValueError("first_within needs a read of rows")
         width = compiled.compiler.col_count
-        # Built once per thread and ``build``, as the read itself is.
-        built: dict[object, str] = getattr(self._compiled, "within", None) or {}
-        sql = built.get(build)
+        # Built once per thread and ``build``, kept with the compiled read it is made from.
+        sql = compiled.within.get(build)
         if sql is None:
             positions = {name: compiled.rows.start + index for index, name in enumerate(compiled.rows.names)}
             positions.update(compiled.rows.annotations)
             columns = ", ".join(f"c{index}" for index in range(width))
-            sql = built[build] = build(f"WITH read ({columns}) AS ({compiled.sql})", lambda n: f"read.c{positions[n]}")
-            self._compiled.within = built
+            read = f"WITH read ({columns}) AS ({compiled.sql})"
+            sql = compiled.within[build] = build(read, lambda n: f"read.c{positions[n]}")
         with _cursor(compiled.compiler.connection) as cursor:
             cursor.execute(sql, [*_bound(self._params, compiled, values), *extra])
             rows = cursor.fetchmany(1)
