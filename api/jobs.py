@@ -67,7 +67,9 @@ class JobSubmitView(APIView):
                     "wait applies to single-input submissions; for a batch, submit and wait on its results.",
                 )
             try:
-                job, _created = services.submit_job(session, JobInputs(paths), key, client_actor(request))
+                job, _created = services.submit_job(
+                    session, JobInputs(paths), key, client_actor(request), claim_if_idle=bool(wait)
+                )
             except SessionEndedError:
                 raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None
             except IdempotencyConflict as exc:

@@ -31,27 +31,38 @@ from base.redis_client import shared_redis
 RUN_JOB = "inference.tasks.run_job"
 
 
-def send_job(job_id: str, inputs: Sequence[bytes] | None = None) -> None:
+def send_job(job_id: str, inputs: Sequence[bytes] | None = None, claim: dict[str, Any] | None = None) -> None:
     """Publish the turn of job ``job_id``, with its ciphertexts (base64) when they are given.
 
-    The message's argument representations (what ``celery inspect`` and Flower show) name the
-    ciphertexts without quoting them.
+    ``claim``: the job was claimed by its submission for this very message (jobs.services.
+    SubmissionClaim), whose id is then the claim's token: the worker's parent finds the job
+    it runs by it, as for a job a worker claimed. The message's argument representations
+    (what ``celery inspect`` and Flower show) name the ciphertexts without quoting them.
     """
-    kwargs = {"inputs": [base64.b64encode(data).decode() for data in inputs]} if inputs is not None else {}
-    shown = f"{{'inputs': <{len(inputs)} ciphertexts>}}" if inputs is not None else None
+    kwargs: dict[str, Any] = {}
+    shown_parts = []
+    if inputs is not None:
+        kwargs["inputs"] = [base64.b64encode(data).decode() for data in inputs]
+        shown_parts.append(f"'inputs': <{len(inputs)} ciphertexts>")
+    if claim is not None:
+        kwargs["claim"] = claim
+        shown_parts.append("'claim': <claimed at submission>")
+    shown = f"{{{', '.join(shown_parts)}}}" if shown_parts else None
+    task_id = claim["token"] if claim is not None else str(uuid.uuid4())
     app = current_app
     if not settings.REDIS_URL or app.conf.task_always_eager:
         # By name, through Celery's registry: eager mode (tests) still runs it in place.
-        app.signature(RUN_JOB, args=(job_id,), kwargs=kwargs).apply_async(kwargsrepr=shown)
+        app.signature(RUN_JOB, args=(job_id,), kwargs=kwargs).apply_async(task_id=task_id, kwargsrepr=shown)
         return
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    shared_redis().lpush(queue, json.dumps(_envelope(app, queue, job_id, kwargs, shown)))
+    shared_redis().lpush(queue, json.dumps(_envelope(app, queue, task_id, job_id, kwargs, shown)))
 
 
-def _envelope(app: Any, queue: str, job_id: str, kwargs: dict[str, Any], shown: str | None) -> dict[str, Any]:
+def _envelope(
+    app: Any, queue: str, task_id: str, job_id: str, kwargs: dict[str, Any], shown: str | None
+) -> dict[str, Any]:
     """The message as kombu's Redis transport stores it: Celery's headers and properties, the
     body in JSON then base64, where it was sent from (the default exchange, to ``queue``)."""
-    task_id = str(uuid.uuid4())
     message = app.amqp.as_task_v2(
         task_id,
         RUN_JOB,

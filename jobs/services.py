@@ -6,6 +6,7 @@ task stays a thin caller and every transition is in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, router, transaction
 from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -28,6 +29,8 @@ from base.audit import Actor
 from base.statements import Insert, Param, Statement, Update
 from jobs import broker, cores
 from jobs.models import Job
+from keys.models import ApiClient
+from registry.models import ModelVersion
 from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
@@ -65,8 +68,17 @@ class SessionEndedError(Exception):
     """The session ended while the job was being submitted."""
 
 
-def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor) -> tuple[Job, bool]:
-    """Store the inputs, create the job and enqueue it once committed. Returns (job, created)."""
+def submit_job(
+    session: KeySession, inputs: JobInputs, idempotency_key: str | None, actor: Actor, claim_if_idle: bool = False
+) -> tuple[Job, bool]:
+    """Store the inputs, create the job and enqueue it once committed. Returns (job, created).
+
+    ``claim_if_idle``: when no job is queued or running, the job is inserted claimed already
+    (running, its first attempt, by its own message), and its worker runs it without a claim of
+    its own (:func:`claimed_at_submission`). Used for a single input whose client waits for
+    the output: on an idle service the queue has nothing to share out, and the claim was one
+    database round trip on the worker's side of every such job.
+    """
     # Small inputs are read once here, for the digest and for the broker message.
     contents = inputs.small_contents(settings.MOAI_INLINE_CIPHERTEXT_BYTES)
     inputs_sha256 = inputs_digest(contents) if contents is not None else inputs.digest()
@@ -85,18 +97,22 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
         idempotency_key=idempotency_key or None,
     )
     stored = [_store_input(job, index, path) for index, path in enumerate(inputs.paths)]
+    claim: SubmissionClaim | None = None
     try:
         with transaction.atomic():
             # Inserted only while the session is active, its row locked by the same statement so
-            # that it cannot end between the check and the insert: ending it cancels queued jobs,
-            # and this one must be among them or not exist.
-            if not _JOB_ROW.one_if(job, _ACTIVE_SESSION_LOCKED, session.pk):
+            # that it cannot end between the check and the insert: ending it cancels queued jobs
+            # and fails running ones, and this one must be among them or not exist. Claimed by its
+            # insert only when no other job is queued or running: else it takes its turn.
+            if claim_if_idle and _JOB_ROW.one_if(_claimed(job), _ACTIVE_SESSION_LOCKED_WHEN_IDLE, session.pk):
+                claim = SubmissionClaim.of(job, session)
+            elif not _JOB_ROW.one_if(_queued_again(job), _ACTIVE_SESSION_LOCKED, session.pk):
                 raise SessionEndedError(str(session.pk))
             # Stored first all the same: a message delivered again, a requeue or the recovery
             # sweep sends the job without them, and its worker reads them from storage. Sent
             # before the audit record's checkpoint is handed on (hooks run in the order given):
             # the worker starts meanwhile.
-            transaction.on_commit(lambda: enqueue(job.id, contents))
+            transaction.on_commit(lambda: enqueue(job.id, contents, claim))
             audit.record(actor, "job.submitted", "job", job.id, context_id=str(session.id), inputs=job.input_count)
     except (IntegrityError, SessionEndedError):
         for name in stored:
@@ -113,7 +129,8 @@ def submit_job(session: KeySession, inputs: JobInputs, idempotency_key: str | No
         for name in stored:
             blobs.delete(name)
         raise
-    logger.info("job queued", extra={**_log_fields(job), "inputs": job.input_count})
+    event = "job queued" if claim is None else "job claimed at submission"
+    logger.info(event, extra={**_log_fields(job), "inputs": job.input_count})
     return job, True
 
 
@@ -121,9 +138,149 @@ def _active_session_locked(session_id: uuid.UUID) -> QuerySet[KeySession]:
     return KeySession.objects.select_for_update().filter(pk=session_id, status=KeySession.Status.ACTIVE)
 
 
+def _active_session_locked_when_idle(session_id: uuid.UUID) -> QuerySet[KeySession]:
+    live = Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+    return _active_session_locked(session_id).filter(~Exists(live))
+
+
 # Run on every submission: compiled once per thread (base.statements).
 _ACTIVE_SESSION_LOCKED = Statement(_active_session_locked, Param(KeySession._meta.pk, uuid.UUID(int=1)))
+_ACTIVE_SESSION_LOCKED_WHEN_IDLE = Statement(
+    _active_session_locked_when_idle, Param(KeySession._meta.pk, uuid.UUID(int=1))
+)
 _JOB_ROW = Insert(Job)
+
+
+def _claimed(job: Job) -> Job:
+    """``job`` as its insert claims it: its first attempt, running under its own message's id."""
+    job.status, job.attempts, job.claim_token = Job.Status.RUNNING, 1, str(uuid.uuid4())
+    job.started_at = job.heartbeat_at = job.enqueued_at
+    return job
+
+
+def _queued_again(job: Job) -> Job:
+    """``job`` as a queued one (what :func:`_claimed` set, undone when the service was not idle)."""
+    job.status, job.attempts, job.claim_token = Job.Status.QUEUED, 0, ""
+    job.started_at = job.heartbeat_at = None
+    return job
+
+
+@dataclass(frozen=True)
+class SubmissionClaim:
+    """What a worker needs of a job its submission claimed, sent in the job's message.
+
+    The web process read all of it under the session's lock as it inserted the job, moments
+    before: the worker runs the job from this, without reading the row, as long as the message
+    is fresh (:func:`claimed_at_submission`).
+    """
+
+    token: str
+    session_id: str
+    keys_blob: str
+    key_fingerprint: str
+    model_version_id: int
+    client_id: int
+    client_name: str
+    inputs_sha256: str
+    input_count: int
+    submitted_at: str
+
+    @classmethod
+    def of(cls, job: Job, session: KeySession) -> SubmissionClaim:
+        assert job.submitted_at is not None  # set by the insert (auto_now_add)
+        return cls(
+            token=job.claim_token,
+            session_id=str(session.pk),
+            keys_blob=session.keys_blob,
+            key_fingerprint=session.key_fingerprint,
+            model_version_id=session.model_version_id,
+            client_id=session.client_id,
+            client_name=session.client.name,
+            inputs_sha256=job.inputs_sha256,
+            input_count=job.input_count,
+            submitted_at=job.submitted_at.isoformat(),
+        )
+
+    def message(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_message(cls, fields: object) -> SubmissionClaim | None:
+        """The claim a message carries; None when it is not one (from another version, or damaged)."""
+        try:
+            assert isinstance(fields, dict)
+            claim = cls(**fields)
+            datetime.fromisoformat(claim.submitted_at)
+        except (AssertionError, TypeError, ValueError):
+            return None
+        return claim
+
+
+# A message that reaches its worker later than this after its job's submission (pool processes
+# all busy, a turn put back by a worker's shutdown, clocks apart between hosts) is checked
+# against the job's row before it runs: its job may have been requeued or ended since.
+CLAIM_TRUSTED_SECONDS = 1.0
+
+
+def claimed_at_submission(
+    job_id: str,
+    token: str,
+    fields: object,
+    loaded_version: Callable[[int], ModelVersion | None],
+    warm_sessions: Collection[str] = (),
+) -> Job | None:
+    """The job a message's submission claimed for it; None when the job is no longer this message's.
+
+    A fresh message is taken at its word: its job was inserted running under this message's
+    id moments ago, with the session active and locked, so the session's state is the one
+    it had at the claim, as a worker's own claim reads it. A stale one is checked against the
+    row first. ``loaded_version``: the model versions the process holds, by id (no query);
+    ``warm_sessions``: the sessions whose keys it holds (for the log line, as for a claim).
+    """
+    claim = SubmissionClaim.from_message(fields)
+    if claim is None or claim.token != token:
+        return _claimed_row(job_id, token)
+    submitted_at = datetime.fromisoformat(claim.submitted_at)
+    version = loaded_version(claim.model_version_id)
+    if version is None or (timezone.now() - submitted_at).total_seconds() > CLAIM_TRUSTED_SECONDS:
+        return _claimed_row(job_id, token)
+    session = KeySession(
+        id=uuid.UUID(claim.session_id),
+        client_id=claim.client_id,
+        model_version=version,
+        status=KeySession.Status.ACTIVE,
+        keys_blob=claim.keys_blob,
+        key_fingerprint=claim.key_fingerprint,
+    )
+    job = Job(
+        id=uuid.UUID(job_id),
+        session=session,
+        client=ApiClient(id=claim.client_id, name=claim.client_name),
+        model_version=version,
+        status=Job.Status.RUNNING,
+        input_count=claim.input_count,
+        inputs_sha256=claim.inputs_sha256,
+        attempts=1,
+        claim_token=token,
+        submitted_at=submitted_at,
+        started_at=submitted_at,
+        heartbeat_at=submitted_at,
+    )
+    job._state.adding, job._state.db = False, router.db_for_read(Job)
+    _log_running(job, claim.session_id in warm_sessions)
+    return job
+
+
+def _claimed_row(job_id: str, token: str) -> Job | None:
+    """The job row, if it still runs under this message's claim."""
+    job = (
+        Job.objects.select_related("session", "model_version", "client")
+        .filter(pk=job_id, status=Job.Status.RUNNING, claim_token=token)
+        .first()
+    )
+    if job is not None:
+        _log_running(job, False)
+    return job
 
 
 def _same_request(job: Job, inputs_sha256: str) -> Job:
@@ -137,13 +294,14 @@ def _store_input(job: Job, index: int, path: Path) -> str:
     return blobs.save_local_file(job.input_name(index), path)
 
 
-def enqueue(job_id: uuid.UUID, inputs: Sequence[bytes] | None = None) -> None:
+def enqueue(job_id: uuid.UUID, inputs: Sequence[bytes] | None = None, claim: SubmissionClaim | None = None) -> None:
     """Send the job's turn to the broker, with its ciphertexts when the web process holds them small.
 
     A failure here loses nothing: the job row is committed as queued, and the recovery
-    sweep sends it again (jobs.recovery)."""
+    sweep sends it again (jobs.recovery); or, claimed by its submission (``claim``), as
+    running, and the sweep takes it back once the lease passes without heartbeats."""
     try:
-        broker.send_job(str(job_id), inputs)
+        broker.send_job(str(job_id), inputs, claim.message() if claim is not None else None)
     except Exception:
         logger.exception("could not enqueue job; the recovery sweep will send it again", extra={"job_id": str(job_id)})
 
@@ -269,14 +427,17 @@ def claim_job(token: str, warm_sessions: Collection[str] = ()) -> Job | None:
     job = (_claim_head(warm, token) if connection.vendor == "postgresql" else None) or _claim_next(warm, token)
     if job is None:
         return None
-    assert job.started_at is not None  # set by the claim (_set_claimed)
+    _log_running(job, str(job.session_id) in warm)
+    return job
+
+
+def _log_running(job: Job, keys_warm: bool) -> None:
+    assert job.started_at is not None  # set by the claim (_set_claimed, _claimed)
     waited_ms = int((job.started_at - job.submitted_at).total_seconds() * 1000)
     logger.info(
         "job running",
-        extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms,
-               "keys_warm": str(job.session_id) in warm},
-    )  # fmt: skip
-    return job
+        extra={**_log_fields(job), "attempt": job.attempts, "queued_ms": waited_ms, "keys_warm": keys_warm},
+    )
 
 
 def _claim_next(warm: set[str], token: str) -> Job | None:
@@ -560,14 +721,24 @@ def _log_fields(job: Job) -> dict[str, object]:
     }
 
 
-def fail_job(job_id: str, code: str, message: str, actor: Actor | None = None, attempt: int | None = None) -> bool:
+def fail_job(
+    job_id: str,
+    code: str,
+    message: str,
+    actor: Actor | None = None,
+    attempt: int | None = None,
+    token: str | None = None,
+) -> bool:
     """Mark a running (or queued) job failed with an error code; False if it had already ended.
 
-    A worker passes its ``attempt``: a worker whose attempt was overtaken fails nothing.
+    A worker passes its ``attempt`` and its claim's ``token``: a worker whose attempt was
+    overtaken, or whose job was put back in the queue meanwhile, fails nothing.
     """
     live = Job.objects.filter(pk=job_id, status__in=[Job.Status.RUNNING, Job.Status.QUEUED])
     if attempt is not None:
         live = live.filter(attempts=attempt)
+    if token is not None:
+        live = live.filter(status=Job.Status.RUNNING, claim_token=token)
     with transaction.atomic():
         updated = live.update(
             status=Job.Status.FAILED, finished_at=timezone.now(), error_code=code, error_message=message

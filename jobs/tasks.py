@@ -31,12 +31,19 @@ T = TypeVar("T")
 
 
 @shared_task(name="inference.tasks.run_job", bind=True)
-def run_job(self: Task, job_id: str, inputs: list[str] | None = None) -> None:
+def run_job(self: Task, job_id: str, inputs: list[str] | None = None, claim: object = None) -> None:
     """``inputs``: the ciphertexts of job ``job_id``, base64, when they were small (none in messages
-    sent before they were, nor in those of requeues and the recovery sweep)."""
+    sent before they were, nor in those of requeues and the recovery sweep). ``claim``: the job
+    was claimed by its submission for this message (services.SubmissionClaim)."""
+    token = self.request.id or job_id
     try:
-        # The message is a turn to run a job: maybe another one, whose keys this process holds.
-        job = services.claim_job(self.request.id or job_id, runtime.keys.session_ids())
+        if claim is not None:
+            job = services.claimed_at_submission(
+                job_id, token, claim, runtime.models.loaded_version, runtime.keys.session_ids()
+            )
+        else:
+            # The message is a turn to run a job: maybe another one, whose keys this process holds.
+            job = services.claim_job(token, runtime.keys.session_ids())
     except (OperationalError, InterfaceError) as exc:
         # The database is away: keep the message alive and try again shortly, rather
         # than leave the job to the recovery sweep.
@@ -45,10 +52,16 @@ def run_job(self: Task, job_id: str, inputs: list[str] | None = None) -> None:
     if job is None:
         logger.info("no queued job left for this message", extra={"job_id": job_id})
         return
-    fail = partial(_surviving_db_outage, partial(services.fail_job, str(job.pk), attempt=job.attempts))
+    fail = partial(
+        _surviving_db_outage, partial(services.fail_job, str(job.pk), attempt=job.attempts, token=job.claim_token)
+    )
     try:
         with metrics.WORKER_BUSY.track_inprogress():
             _run(job, _handed_inputs(job, job_id, inputs))
+    except _AttemptTaken:
+        # Only a message delivered twice runs an attempt twice: the other run owns the attempt.
+        logger.warning("this attempt's outputs were written by another run; leaving the job to it",
+                       extra={"job_id": str(job.pk), "attempt": job.attempts})  # fmt: skip
     except SoftTimeLimitExceeded:
         fail("time_limit_exceeded", "The job ran longer than the worker's time limit.")
     except runtime.CircuitInputError as exc:
@@ -98,6 +111,10 @@ def _surviving_db_outage(action: Callable[..., T], *args: Any, **kwargs: Any) ->
 
 class _KeysUnavailable(Exception):
     pass
+
+
+class _AttemptTaken(Exception):
+    """An output of this attempt is in storage already: another run of the same message wrote it."""
 
 
 class _SessionEnded(Exception):
@@ -171,8 +188,13 @@ def _run_inputs(
         ciphertext = handed[index] if handed is not None else blobs.read_bytes(job.input_name(index))
         output = model.run(ciphertext, keys)
         # Each claim numbers a new attempt (services.claim_job), so this name is new: a message
-        # delivered again claims the job again under the next number, never this one.
-        blobs.save_bytes(job.output_name(index, job.attempts), output)
+        # delivered again claims the job again under the next number, never this one. A job
+        # claimed by its submission is the one exception: its message names the attempt, and a
+        # second delivery of it (a worker's shutdown puts back what it was running) finds it taken.
+        try:
+            blobs.save_bytes(job.output_name(index, job.attempts), output)
+        except FileExistsError:
+            raise _AttemptTaken(job.output_name(index, job.attempts)) from None
         if kept is not None:
             kept[index] = output
 

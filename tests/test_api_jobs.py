@@ -277,15 +277,16 @@ def test_submission_with_wait_answers_202_when_the_job_outlasts_it_then_the_outp
     alice, context_id, bundles, django_capture_on_commit_callbacks
 ):
     """``POST .../jobs?wait=N``: the job cannot run during the first request here (its message
-    is only sent once the callbacks run), so the wait runs out and the answer is the job (202);
-    the same Idempotency-Key repeated after the job ended answers with its output, not a second job."""
+    is only sent once the callbacks run), so the wait runs out and the answer is the job (202:
+    running, claimed by its submission on this idle service); the same Idempotency-Key repeated
+    after the job ended answers with its output, not a second job."""
     bundle = bundles[LOGREG]
     ciphertext = bundle.encrypt(2)
     path = f"/api/v1/sessions/{context_id}/jobs"
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         waited = post_bytes(alice.http, f"{path}?wait=0.2", ciphertext, HTTP_IDEMPOTENCY_KEY="once")
     assert waited.status_code == 202, waited.content
-    assert waited.json()["status"] == "queued"
+    assert waited.json()["status"] == "running"
     for callback in callbacks:
         callback()
     repeat = post_bytes(alice.http, f"{path}?wait=5", ciphertext, HTTP_IDEMPOTENCY_KEY="once")
@@ -333,6 +334,82 @@ def test_the_job_path_costs_a_fixed_few_queries(
         for callback in callbacks:
             callback()
     assert Job.objects.filter(status=Job.Status.SUCCEEDED).count() == 1
+
+
+def test_a_waiting_single_input_on_an_idle_service_is_claimed_by_its_submission(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, django_assert_max_num_queries, monkeypatch
+):
+    """No job queued or running: the insert claims the job for its own message (running, first
+    attempt, the message's id as its token), and its worker runs it without reading the queue or
+    the row: the finish is its one query. With a job queued, a waiting submission takes its turn."""
+    from jobs import services
+
+    sent: list[object] = []
+    real_send = services.broker.send_job
+    # A spy, not a stand-in: the message is sent as it would be, and its claim is noted.
+    monkeypatch.setattr(services.broker, "send_job", lambda *args: (sent.append(args[2]), real_send(*args))[1])
+    bundle = bundles[LOGREG]
+    path = f"/api/v1/sessions/{context_id}/jobs"
+    labels = [int(label) for label in bundle.samples["clear_prediction"]]
+    for sample in (0, 1):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            answer = post_bytes(alice.http, f"{path}?wait=0.1", bundle.encrypt(sample))
+        assert (answer.status_code, answer.json()["status"]) == (202, "running"), answer.content
+        job = Job.objects.get(pk=answer.json()["job_id"])
+        assert (job.status, job.attempts, job.started_at) == ("running", 1, job.enqueued_at)
+        assert job.claim_token
+        # The first job of the test process reads its model version (not loaded yet) and its row.
+        with django_assert_max_num_queries(1 if sample else 3):
+            for callback in callbacks:
+                callback()
+        assert isinstance(sent[-1], dict)
+        assert sent[-1]["token"] == job.claim_token
+        job.refresh_from_db()
+        assert (job.status, job.result_attempt, job.error_code) == ("succeeded", 1, "")
+        result = alice.http.get(f"/api/v1/jobs/{job.pk}/result")
+        assert bundle.decrypt_label(b"".join(result.streaming_content)) == labels[sample]
+
+    with django_capture_on_commit_callbacks(execute=False):
+        queued = submit(alice, context_id, bundle.encrypt(0)).json()
+        waiting = post_bytes(alice.http, f"{path}?wait=0.1", bundle.encrypt(1)).json()
+    assert (queued["status"], waiting["status"]) == ("queued", "queued")
+    assert Job.objects.get(pk=waiting["job_id"]).attempts == 0
+
+
+def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_for_it(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A message claimed at submission but delivered late (here: taken as late at once) is checked
+    against the row: once its job was put back in the queue (its lease lapsed) it runs nothing and
+    fails nothing, and the requeue's own turn runs the job under the next attempt."""
+    from base.audit import Actor
+    from jobs import services
+
+    monkeypatch.setattr(services, "CLAIM_TRUSTED_SECONDS", -1.0)
+    finished: list[int] = []
+    real_finish = services.finish_job
+    # A spy, not a stand-in: the finish runs as it would, and each attempt that reached it is noted.
+    monkeypatch.setattr(
+        services, "finish_job", lambda job, outputs=None: (finished.append(job.attempts), real_finish(job, outputs))[1]
+    )
+    bundle = bundles[LOGREG]
+    with django_capture_on_commit_callbacks(execute=False) as submitted:
+        job_id = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0)).json()[
+            "job_id"
+        ]
+    job = Job.objects.get(pk=job_id)
+    with django_capture_on_commit_callbacks(execute=False) as requeued:
+        assert services.requeue_job(job, Actor.system("test"), "lease lapsed")
+    for callback in submitted:
+        callback()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.error_code, finished) == ("queued", 1, "", [])
+    for callback in requeued:
+        callback()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result_attempt, finished) == ("succeeded", 2, 2, [2])
+    result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
+    assert bundle.decrypt_label(b"".join(result.streaming_content)) == int(bundle.samples["clear_prediction"][0])
 
 
 def _labels_apart(bundle) -> tuple[int, int]:
