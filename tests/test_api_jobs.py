@@ -383,7 +383,7 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
     against the row: once its job was put back in the queue (its lease lapsed) it runs nothing and
     fails nothing, and the requeue's own turn runs the job under the next attempt."""
     from base.audit import Actor
-    from jobs import services
+    from jobs import runtime, services
 
     monkeypatch.setattr(services, "CLAIM_TRUSTED_SECONDS", -1.0)
     finished: list[int] = []
@@ -397,7 +397,8 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
         job_id = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0)).json()[
             "job_id"
         ]
-    job = Job.objects.get(pk=job_id)
+    job = Job.objects.select_related("model_version").get(pk=job_id)
+    runtime.models.get(job.model_version)  # held, as a pool process holds it after its warm-up
     with django_capture_on_commit_callbacks(execute=False) as requeued:
         assert services.requeue_job(job, Actor.system("test"), "lease lapsed")
     for callback in submitted:
