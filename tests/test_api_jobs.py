@@ -401,6 +401,8 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
     runtime.models.get(job.model_version)  # held, as a pool process holds it after its warm-up
     with django_capture_on_commit_callbacks(execute=False) as requeued:
         assert services.requeue_job(job, Actor.system("test"), "lease lapsed")
+    # Nor could its worker fail the job it no longer holds, whatever went wrong.
+    assert not services.fail_job(job_id, "internal_error", "a late worker's error", attempt=1, token=job.claim_token)
     for callback in submitted:
         callback()
     job.refresh_from_db()
@@ -411,6 +413,31 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
     assert (job.status, job.attempts, job.result_attempt, finished) == ("succeeded", 2, 2, [2])
     result = alice.http.get(f"/api/v1/jobs/{job_id}/result")
     assert bundle.decrypt_label(b"".join(result.streaming_content)) == int(bundle.samples["clear_prediction"][0])
+
+
+def test_a_claimed_message_delivered_twice_leaves_the_attempt_to_the_run_that_wrote_it(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    """A worker's shutdown can put back a message whose job it was running. The job's first
+    attempt is named by its message, so a second delivery finds that attempt's output written
+    already (here, written as the first run would have): it leaves the job to that run instead of
+    failing it, and the job ends as the first run's finish (or the lease) decides."""
+    from base import blobs
+    from jobs import runtime
+
+    bundle = bundles[LOGREG]
+    with django_capture_on_commit_callbacks(execute=False) as submitted:
+        job_id = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0)).json()[
+            "job_id"
+        ]
+    job = Job.objects.select_related("model_version").get(pk=job_id)
+    runtime.models.get(job.model_version)  # held, as a pool process holds it after its warm-up
+    blobs.save_bytes(job.output_name(0, 1), b"the first run's output")
+    for callback in submitted:
+        callback()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.error_code) == ("running", 1, "")
+    assert blobs.read_bytes(job.output_name(0, 1)) == b"the first run's output"
 
 
 def _labels_apart(bundle) -> tuple[int, int]:
