@@ -476,7 +476,7 @@ def test_the_message_carries_small_ciphertexts_only(
     from jobs import services
 
     sent: list[tuple[object, object]] = []
-    monkeypatch.setattr(services, "enqueue", lambda job_id, inputs=None: sent.append((job_id, inputs)))
+    monkeypatch.setattr(services, "enqueue", lambda job_id, inputs=None, claim=None: sent.append((job_id, inputs)))
     ciphertext = bundles[LOGREG].encrypt(0)
     for bound in (len(ciphertext), len(ciphertext) - 1):
         settings.MOAI_INLINE_CIPHERTEXT_BYTES = bound
