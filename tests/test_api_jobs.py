@@ -376,6 +376,20 @@ def test_a_waiting_single_input_on_an_idle_service_is_claimed_by_its_submission(
     assert Job.objects.get(pk=waiting["job_id"]).attempts == 0
 
 
+def _claimed_with_its_message_held(tenant, context_id, bundle, capture):
+    """A waiting submission that this idle service claimed, and its message (the on-commit
+    callbacks), not sent yet. The model is held as a pool process holds it after its warm-up,
+    so that the worker takes a fresh message at its word."""
+    from jobs import runtime
+
+    with capture(execute=False) as message:
+        answer = post_bytes(tenant.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0))
+    job = Job.objects.select_related("model_version").get(pk=answer.json()["job_id"])
+    assert job.status == "running"
+    runtime.models.get(job.model_version)
+    return job, message
+
+
 def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_for_it(
     alice, context_id, bundles, django_capture_on_commit_callbacks, monkeypatch
 ):
@@ -383,7 +397,7 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
     against the row: once its job was put back in the queue (its lease lapsed) it runs nothing and
     fails nothing, and the requeue's own turn runs the job under the next attempt."""
     from base.audit import Actor
-    from jobs import runtime, services
+    from jobs import services
 
     monkeypatch.setattr(services, "CLAIM_TRUSTED_SECONDS", -1.0)
     finished: list[int] = []
@@ -393,12 +407,8 @@ def test_a_claimed_message_that_arrives_late_runs_only_if_its_job_still_waits_fo
         services, "finish_job", lambda job, outputs=None: (finished.append(job.attempts), real_finish(job, outputs))[1]
     )
     bundle = bundles[LOGREG]
-    with django_capture_on_commit_callbacks(execute=False) as submitted:
-        job_id = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0)).json()[
-            "job_id"
-        ]
-    job = Job.objects.select_related("model_version").get(pk=job_id)
-    runtime.models.get(job.model_version)  # held, as a pool process holds it after its warm-up
+    job, submitted = _claimed_with_its_message_held(alice, context_id, bundle, django_capture_on_commit_callbacks)
+    job_id = str(job.pk)
     with django_capture_on_commit_callbacks(execute=False) as requeued:
         assert services.requeue_job(job, Actor.system("test"), "lease lapsed")
     # Nor could its worker fail the job it no longer holds, whatever went wrong.
@@ -423,15 +433,9 @@ def test_a_claimed_message_delivered_twice_leaves_the_attempt_to_the_run_that_wr
     already (here, written as the first run would have): it leaves the job to that run instead of
     failing it, and the job ends as the first run's finish (or the lease) decides."""
     from base import blobs
-    from jobs import runtime
 
     bundle = bundles[LOGREG]
-    with django_capture_on_commit_callbacks(execute=False) as submitted:
-        job_id = post_bytes(alice.http, f"/api/v1/sessions/{context_id}/jobs?wait=0.1", bundle.encrypt(0)).json()[
-            "job_id"
-        ]
-    job = Job.objects.select_related("model_version").get(pk=job_id)
-    runtime.models.get(job.model_version)  # held, as a pool process holds it after its warm-up
+    job, submitted = _claimed_with_its_message_held(alice, context_id, bundle, django_capture_on_commit_callbacks)
     blobs.save_bytes(job.output_name(0, 1), b"the first run's output")
     for callback in submitted:
         callback()
