@@ -207,11 +207,12 @@ class SubmissionClaim:
     @classmethod
     def from_message(cls, fields: object) -> SubmissionClaim | None:
         """The claim a message carries; None when it is not one (from another version, or damaged)."""
+        if not isinstance(fields, dict):
+            return None
         try:
-            assert isinstance(fields, dict)
             claim = cls(**fields)
             datetime.fromisoformat(claim.submitted_at)
-        except (AssertionError, TypeError, ValueError):
+        except (TypeError, ValueError):
             return None
         return claim
 

@@ -444,6 +444,26 @@ def test_a_claimed_message_delivered_twice_leaves_the_attempt_to_the_run_that_wr
     assert blobs.read_bytes(job.output_name(0, 1)) == b"the first run's output"
 
 
+def test_a_claim_the_worker_cannot_read_is_checked_against_the_row(
+    alice, context_id, bundles, django_capture_on_commit_callbacks
+):
+    """A message whose claim does not parse (another release's fields, damage) runs its job only
+    as the row allows: under the message's own id it runs; under another id it runs nothing."""
+    from jobs import services
+    from jobs.tasks import run_job
+
+    bundle = bundles[LOGREG]
+    for task_id, ends in (("another message", "running"), ("own", "succeeded")):
+        job, _held = _claimed_with_its_message_held(alice, context_id, bundle, django_capture_on_commit_callbacks)
+        token = job.claim_token if task_id == "own" else "another-message-id"
+        run_job.apply(args=(str(job.pk),), kwargs={"claim": {"fields": "of another release"}}, task_id=token)
+        job.refresh_from_db()
+        assert (job.status, job.error_code) == (ends, ""), task_id
+        if ends == "running":
+            # Left to its own message, which was never sent here: end it before the next submission.
+            assert services.fail_job(str(job.pk), "internal_error", "test", attempt=1, token=job.claim_token)
+
+
 def _labels_apart(bundle) -> tuple[int, int]:
     """Two samples the model tells apart: a job run on the wrong one answers the wrong label."""
     labels = [int(label) for label in bundle.samples["clear_prediction"]]
