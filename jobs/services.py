@@ -205,16 +205,16 @@ class SubmissionClaim:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_message(cls, fields: object) -> SubmissionClaim | None:
-        """The claim a message carries; None when it is not one (from another version, or damaged)."""
+    def from_message(cls, fields: object) -> tuple[SubmissionClaim, datetime] | None:
+        """The claim a message carries and its submission time, parsed once; None when it is not
+        one (from another version, or damaged)."""
         if not isinstance(fields, dict):
             return None
         try:
             claim = cls(**fields)
-            datetime.fromisoformat(claim.submitted_at)
+            return claim, datetime.fromisoformat(claim.submitted_at)
         except (TypeError, ValueError):
             return None
-        return claim
 
 
 # A message that reaches its worker later than this after its job's submission (pool processes
@@ -238,13 +238,13 @@ def claimed_at_submission(
     row first. ``loaded_version``: the model versions the process holds, by id (no query);
     ``warm_sessions``: the sessions whose keys it holds (for the log line, as for a claim).
     """
-    claim = SubmissionClaim.from_message(fields)
-    if claim is None or claim.token != token:
-        return _claimed_row(job_id, token)
-    submitted_at = datetime.fromisoformat(claim.submitted_at)
+    read = SubmissionClaim.from_message(fields)
+    if read is None or read[0].token != token:
+        return _claimed_row(job_id, token, warm_sessions)
+    claim, submitted_at = read
     version = loaded_version(claim.model_version_id)
     if version is None or (timezone.now() - submitted_at).total_seconds() > CLAIM_TRUSTED_SECONDS:
-        return _claimed_row(job_id, token)
+        return _claimed_row(job_id, token, warm_sessions)
     session = KeySession(
         id=uuid.UUID(claim.session_id),
         client_id=claim.client_id,
@@ -272,7 +272,7 @@ def claimed_at_submission(
     return job
 
 
-def _claimed_row(job_id: str, token: str) -> Job | None:
+def _claimed_row(job_id: str, token: str, warm_sessions: Collection[str]) -> Job | None:
     """The job row, if it still runs under this message's claim."""
     job = (
         Job.objects.select_related("session", "model_version", "client")
@@ -280,7 +280,7 @@ def _claimed_row(job_id: str, token: str) -> Job | None:
         .first()
     )
     if job is not None:
-        _log_running(job, False)
+        _log_running(job, str(job.session_id) in warm_sessions)
     return job
 
 
