@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.lookup import SessionCallView, active_session_or_error, client_actor
+from api.lookup import active_session_or_error, client_actor
 from base import blobs, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
@@ -28,7 +28,7 @@ from jobs.services import IdempotencyConflict, JobInputs, SessionEndedError
 from keys.models import ApiClient
 
 
-class JobSubmitView(SessionCallView):
+class JobSubmitView(APIView):
     throttle_scope = "jobs"  # on top of the per-client limit of every call (keys.throttling)
 
     @extend_schema(

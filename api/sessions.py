@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.lookup import SessionCallView, client_actor, own_session_or_404
+from api.lookup import client_actor, own_session_or_404
 from base import notify, uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
@@ -99,7 +99,7 @@ def key_check_errors() -> Iterator[None]:
         raise error from None
 
 
-class SessionDetailView(SessionCallView):
+class SessionDetailView(APIView):
     @extend_schema(operation_id="get_session", responses={200: SessionDetailOut, **errors(404)})
     def get(self, request: Request, context_id: str) -> Response:
         session = own_session_or_404(request, context_id)

@@ -39,7 +39,6 @@ from django.db.models.query import get_related_populators
 from django.db.models.sql import UpdateQuery
 
 M = TypeVar("M", bound=Model)
-N = TypeVar("N", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -166,48 +165,6 @@ class Statement(Generic[M]):
             compiled = _compiled(query, queryset.db, self._params)
             setattr(self._compiled, slot, compiled)
         return compiled
-
-
-_TOGETHER = threading.local()  # SQL of reads run together (first_together), by the reads, per thread
-
-
-def first_together(
-    first: Statement[M], first_values: Sequence[object], second: Statement[N], second_values: Sequence[object]
-) -> tuple[M | None, N | None]:
-    """The first rows of two independent reads, in one round trip: ``(first.first(*first_values),
-    second.first(*second_values))``.
-
-    Each read must find at most one row (it names a unique key): the two are joined side by
-    side, so more rows of one would repeat the other's. Either may find none.
-    """
-    one, other = first._compile(), second._compile()
-    if one.rows is None or other.rows is None:
-        raise ValueError("first_together needs two reads of rows")
-    widths = one.compiler.col_count, other.compiler.col_count
-    cache: dict[tuple[object, object], str] | None = getattr(_TOGETHER, "sql", None)
-    if cache is None:
-        cache = _TOGETHER.sql = {}
-    sql = cache.get((first, second))
-    if sql is None:
-        # Named columns (c0, c1, ...): the reads' own names repeat (both have an "id").
-        named = [", ".join(f"c{index}" for index in range(width)) for width in widths]
-        sql = cache[(first, second)] = (
-            f"WITH r0 ({named[0]}) AS ({one.sql}), r1 ({named[1]}) AS ({other.sql}) "
-            "SELECT r0.*, r1.* FROM (SELECT 1 AS one) AS one LEFT JOIN r0 ON 1 = 1 LEFT JOIN r1 ON 1 = 1"
-        )
-    params = [*_bound(first._params, one, tuple(first_values)), *_bound(second._params, other, tuple(second_values))]
-    with _cursor(one.compiler.connection) as cursor:
-        cursor.execute(sql, params)
-        (row,) = cursor.fetchall()
-    return _found(one, one.rows, row[: widths[0]]), _found(other, other.rows, row[widths[0] :])
-
-
-def _found(compiled: _Compiled, rows: _Rows, row: Sequence[Any]) -> Any:
-    """The instance a read's columns of a joined row give, None where the read found no row."""
-    key = rows.model._meta.pk.attname  # never NULL in a row that was found
-    if row[rows.start + rows.names.index(key)] is None:
-        return None
-    return _instance(compiled.compiler, rows, row, compiled.db)
 
 
 class Update(Generic[M]):

@@ -20,61 +20,41 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[ApiClient, ClientApiKey] | None:
-        raw_key = bearer_key(request)
-        prefix = key_prefix(raw_key)
-        if prefix is None:
-            return accepted(raw_key, None)
-        read = getattr(request, _READ, None)
-        return accepted(raw_key, read[1] if read is not None and read[0] == prefix else USABLE_KEY.first(prefix))
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, raw_key = header.partition(" ")
+        if scheme != self.keyword or not raw_key.strip():
+            raise ApiError(401, "unauthenticated", "Send 'Authorization: Bearer <api key>'.")
+        api_key = _find_key(raw_key.strip())
+        if api_key is None:
+            raise ApiError(401, "unauthenticated", "The API key is unknown, revoked or expired.")
+        if not api_key.client.is_active:
+            raise ApiError(403, "client_disabled", "This client is disabled; contact the operator.")
+        return api_key.client, api_key
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="moai"'
 
 
-_READ = "moai_api_key_read"
-
-
-def remember_key(request: Request, prefix: str, api_key: ClientApiKey | None) -> None:
-    """The usable key row of ``prefix`` (``USABLE_KEY``), read by the view with what it needs next
-    (a call naming a session reads both in one round trip: api.lookup); checked here as if read here."""
-    setattr(request, _READ, (prefix, api_key))
-
-
-def bearer_key(request: Request) -> str:
-    """The API key of ``Authorization: Bearer <api key>``; 401 without one."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, raw_key = header.partition(" ")
-    if scheme != ApiKeyAuthentication.keyword or not raw_key.strip():
-        raise ApiError(401, "unauthenticated", "Send 'Authorization: Bearer <api key>'.")
-    return raw_key.strip()
-
-
-def key_prefix(raw_key: str) -> str | None:
-    """The prefix to look the key up by; None for what cannot be one of ours ("<prefix>.<secret>")."""
+def _find_key(raw_key: str) -> ClientApiKey | None:
+    # Keys are "<prefix>.<secret>"; anything else cannot be one of ours.
     if "." not in raw_key or len(raw_key) > 200:
         return None
-    return raw_key.partition(".")[0]
-
-
-def accepted(raw_key: str, api_key: ClientApiKey | None) -> tuple[ApiClient, ClientApiKey]:
-    """The client and key that ``raw_key`` authenticates, given the usable key row of its prefix
-    (``USABLE_KEY``, the client read with it); 401 for a wrong, revoked or expired key, 403
-    for a disabled client."""
-    if api_key is None or not api_key.is_valid(raw_key) or api_key.has_expired:
-        raise ApiError(401, "unauthenticated", "The API key is unknown, revoked or expired.")
-    if not api_key.client.is_active:
-        raise ApiError(403, "client_disabled", "This client is disabled; contact the operator.")
-    return api_key.client, api_key
+    prefix, _, _ = raw_key.partition(".")
+    # The library's get_from_key, with the client fetched in the same query: every
+    # request pays this lookup, so one round trip less matters.
+    api_key = _USABLE_KEY.first(prefix)
+    if api_key is None or not api_key.is_valid(raw_key):
+        return None
+    return None if api_key.has_expired else api_key
 
 
 def _usable_key(prefix: str) -> QuerySet[ClientApiKey]:
-    # The library's get_from_key, with the client fetched in the same query: every request pays
-    # this lookup. Prefixes are unique: at most one row, so no ordering is needed for the first.
+    # Prefixes are unique: at most one row, so no ordering is needed for the first.
     return ClientApiKey.objects.get_usable_keys().select_related("client").filter(prefix=prefix)
 
 
 # Read on every request: compiled once per thread (base.statements).
-USABLE_KEY = Statement(_usable_key, Param(ClientApiKey._meta.get_field("prefix"), "moai-statement-sample"))
+_USABLE_KEY = Statement(_usable_key, Param(ClientApiKey._meta.get_field("prefix"), "moai-statement-sample"))
 
 
 class IsApiClient(permissions.BasePermission):

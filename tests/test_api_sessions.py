@@ -10,7 +10,6 @@ import pytest
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from base.models import AuditRecord
 from sessions.models import KeySession
@@ -210,32 +209,3 @@ def test_an_opening_waits_for_every_present_pool_process_and_no_longer(settings,
     assert ready
     assert seconds < 0.2
     shared_redis().delete(notify.POOL_PROCESSES)
-
-
-def test_a_call_naming_a_session_checks_its_key_before_it_looks_at_the_session(alice, mallory, logreg, open_session):
-    """Its key and session are read together (api.lookup.SessionCallView); what the session is changes no refusal."""
-    from keys.models import ApiClient, ClientApiKey
-
-    context_id = open_session(alice, logreg)
-    paths = [("get", f"/api/v1/sessions/{context_id}"), ("post", f"/api/v1/sessions/{context_id}/jobs")]
-
-    def answers(header: str) -> list[tuple[int, str]]:
-        http = APIClient()
-        http.credentials(HTTP_AUTHORIZATION=header)
-        results = []
-        for method, path in paths:
-            response = post_bytes(http, path, b"x") if method == "post" else http.get(path)
-            results.append((response.status_code, error_code(response) if response.status_code >= 400 else ""))
-        return results
-
-    prefix, _, secret = alice.api_key.partition(".")
-    wrong_secret = f"{prefix}.{'A' if secret[0] != 'A' else 'B'}{secret[1:]}"
-    assert answers(f"Bearer {wrong_secret}") == [(401, "unauthenticated")] * 2
-    assert answers(f"Bearer {mallory.api_key}") == [(404, "context_not_found")] * 2
-    assert answers(f"Bearer {alice.api_key}") == [(200, ""), (400, "ciphertext_size_mismatch")]
-    ApiClient.objects.filter(pk=alice.client.pk).update(is_active=False)
-    assert answers(f"Bearer {alice.api_key}") == [(403, "client_disabled")] * 2
-    ApiClient.objects.filter(pk=alice.client.pk).update(is_active=True)
-    ClientApiKey.objects.filter(client=alice.client).update(revoked=True)
-    assert answers(f"Bearer {alice.api_key}") == [(401, "unauthenticated")] * 2
-    assert KeySession.objects.get(pk=context_id).status == "active"

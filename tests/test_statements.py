@@ -36,18 +36,18 @@ def test_a_session_read_binds_each_runs_own_values(alice, mallory, sessions, dja
 
 
 def test_an_api_key_read_finds_the_keys_prefix_only_while_usable(alice, mallory):
-    from keys.authentication import USABLE_KEY
+    from keys.authentication import _USABLE_KEY
     from keys.models import ClientApiKey
 
     for tenant in (alice, mallory):
         prefix = tenant.api_key.partition(".")[0]
-        found = USABLE_KEY.first(prefix)
+        found = _USABLE_KEY.first(prefix)
         assert found is not None
         assert found.client.name == tenant.client.name
-    assert USABLE_KEY.first("nosuchky") is None
+    assert _USABLE_KEY.first("nosuchky") is None
     ClientApiKey.objects.filter(client=alice.client).update(revoked=True)
-    assert USABLE_KEY.first(alice.api_key.partition(".")[0]) is None
-    assert USABLE_KEY.first(mallory.api_key.partition(".")[0]) is not None
+    assert _USABLE_KEY.first(alice.api_key.partition(".")[0]) is None
+    assert _USABLE_KEY.first(mallory.api_key.partition(".")[0]) is not None
 
 
 def test_a_locking_existence_check_answers_per_session(sessions):
@@ -240,35 +240,3 @@ def test_a_submission_waits_for_a_session_end_under_way_and_is_then_refused(tran
     thread.join()
     assert waited >= 0.4  # it waited for the end's lock instead of reading the row as it was before
     assert not Job.objects.filter(session_id=context_id).exists()
-
-
-def test_two_reads_together_answer_as_each_alone_in_one_query(alice, mallory, sessions, django_assert_num_queries):
-    from api.lookup import SESSION
-    from base.statements import first_together
-    from keys.authentication import USABLE_KEY
-
-    prefix = alice.api_key.partition(".")[0]
-    for key_prefix, session_id in (
-        (prefix, sessions["alice"]),
-        (prefix, sessions["mallory"]),  # reads are independent: whose session it is is the caller's check
-        ("nosuchky", sessions["alice"]),
-        (prefix, str(uuid.uuid4())),
-        ("nosuchky", str(uuid.uuid4())),
-    ):
-        with django_assert_num_queries(1):
-            key, session = first_together(USABLE_KEY, (key_prefix,), SESSION, (uuid.UUID(session_id),))
-            related = None if session is None else (session.model_version.name, session.client.name)
-            client = None if key is None else key.client.name  # read with it: no query
-        alone_key, alone_session = USABLE_KEY.first(key_prefix), SESSION.first(uuid.UUID(session_id))
-        assert (key and key.pk, session and session.pk) == (
-            alone_key and alone_key.pk,
-            alone_session and alone_session.pk,
-        )
-        if session is not None:
-            assert session.status == alone_session.status
-            assert session.expires_at == alone_session.expires_at
-            assert related == (alone_session.model_version.name, alone_session.client.name)
-        if key is not None:
-            assert client == "alice"
-            assert key.hashed_key == alone_key.hashed_key
-    assert first_together(USABLE_KEY, (prefix,), SESSION, (uuid.UUID(sessions["mallory"]),))[1].client.name == "mallory"
