@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.lookup import client_actor, own_session_or_404
-from base import notify, uploads
+from base import uploads
 from base.errors import ApiError
 from base.schema import BINARY, errors
 from jobs.ending import end_session
@@ -66,19 +66,8 @@ class SessionCreateView(APIView):
             blob = services.keys_blob_name(session_id)
             with uploads.received_body(request._request, model.evaluation_keys_bytes, blob) as upload:
                 session = services.open_session(client, model, upload, actor, session_id)
-        # The answer waits (bounded) until a worker holds the keys warm, so that the first job
-        # does not pay for their decompression (jobs.warmup); the upload already held this thread.
-        # A session that uploaded its version's constant keys (a linear model's) has nothing to
-        # wait for: every pool process has held those warm since it loaded the circuit. Constant
-        # keys of a version registered before they were kept are warmed like any others: a first
-        # job sent before that warm-up ended waited for it (93 ms of a 38 ms job, seen in
-        # `python -m bench --only versus`).
-        ready = (
-            notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
-            if services.needs_warm_up(session)
-            else True
-        )
-        body = {**session_json(session), "keys_warm": ready}
+        # The upload already held this thread; the answer may wait (bounded) for warm keys.
+        body = {**session_json(session), "keys_warm": services.keys_warm_at_opening(session)}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/sessions/{session.id}"})
 
 

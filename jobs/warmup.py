@@ -10,7 +10,9 @@ process, from its start:
   a lost notice and serves the embedded defaults, which have no Redis);
 - warms every new session's keys when it opens (a notice on Redis): it deserializes
   them and runs the model's warm-up input through the circuit once with them,
-  discarding the output. The warm-up input is a ciphertext of zeros made at
+  discarding the output. Only where that run costs less than the first use it moves
+  off the first job (``ModelVersion.warms_keys_ahead``, measured at registration): a
+  long circuit's keys are only deserialized ahead. The warm-up input is a ciphertext of zeros made at
   registration under a throwaway key that was deleted at once: a circuit does not
   check which key encrypted its input, and a run with this session's evaluation keys
   decompresses them all the same. Nobody can decrypt its output, and nobody reads it.
@@ -90,27 +92,29 @@ def process_name() -> str:
 
 
 def warm_session(session_id: str, notice: dict[str, Any] | None = None) -> bool:
-    """Deserialize a session's keys and run its model's warm-up input with them; False when
-    there is nothing to warm (ended session, a model registered without a warm-up input).
+    """Deserialize a session's keys and run its model's warm-up input with them (where that run
+    costs less than the first use it saves); False when there is nothing to warm (ended
+    session, a model registered without a warm-up input).
     ``notice`` is the opening's (notify.announce_session): what it says of the session
     spares a database read.
 
     Either way, or when it fails, the process says it is done: a session's opening waits for
     every present process (notify.wait_until_warmed), and must not wait for one that gave up.
     """
-    left: int | None = None
+    done: tuple[int, bool] | None = None
     try:
-        left = _warm_session(session_id, notice or {})
+        done = _warm_session(session_id, notice or {})
     finally:
-        if left is None:
+        if done is None:
             notify.session_warmed(session_id, GAVE_UP_MARK_SECONDS, process_name(), warm=False)
         else:
-            notify.session_warmed(session_id, left, process_name())
-    return left is not None
+            notify.session_warmed(session_id, done[0], process_name(), warm=done[1])
+    return done is not None
 
 
-def _warm_session(session_id: str, notice: dict[str, Any]) -> int | None:
-    """The session's seconds left once its keys are warm here; None when there is nothing to warm."""
+def _warm_session(session_id: str, notice: dict[str, Any]) -> tuple[int, bool] | None:
+    """The session's seconds left once its keys are ready here, and whether they are warm (not
+    only deserialized: ModelVersion.warms_keys_ahead); None when there is nothing to warm."""
     announced = _announced(notice)
     if announced is not None:
         # Sent once the opening committed, so the session was active a moment ago; should it
@@ -127,13 +131,20 @@ def _warm_session(session_id: str, notice: dict[str, Any]) -> int | None:
         keys_blob, version, expires_at = session.keys_blob, session.model_version, session.expires_at.timestamp()
     if not version.warmup_input:
         return None
+    left = int(expires_at - time.time())
+    if not version.warms_keys_ahead:
+        # A run here would cost more than the first use it saves, and the first job would wait
+        # for it: the keys are only deserialized, and that job decompresses them.
+        runtime.keys.get(session_id, keys_blob)
+        logger.info("session keys loaded", extra={"context_id": session_id, "model": version.name})
+        return left, False
     model = runtime.models.get(version)
     warmup = _warmup_input(version)
     # The session's first job waits for this run: it takes the cores no job is using.
     cores.set_openmp_threads(cores.share_now())
     runtime.keys.get(session_id, keys_blob, warm=lambda keys: model.run(warmup, keys))
     logger.info("session keys warmed", extra={"context_id": session_id, "model": version.name})
-    return int(expires_at - time.time())
+    return left, True
 
 
 def _announced(notice: dict[str, Any]) -> tuple[str, ModelVersion, float] | None:

@@ -2,7 +2,8 @@
 
 One throwaway keygen gives the exact evaluation-key and ciphertext sizes the
 model expects (they are the same for every keygen and input, DESIGN.md), and one
-run proves that ``client.zip`` and ``server.zip`` belong together.
+run proves that ``client.zip`` and ``server.zip`` belong together. A second run with
+the same keys shows what their first use cost (jobs.warmup weighs it).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from base import exit_status
 from base.tempdirs import tempfiles_in
@@ -41,6 +45,10 @@ class BundleFacts:
     warmup_input: bytes = b""
     # The constant keys themselves (b"" when keys differ per keygen): public, and the same for everyone.
     constant_keys: bytes = b""
+    # The first run with fresh keys, which decompresses them, and the next run with the same
+    # keys (ms): what a session's first job pays beyond a warm one, and what a warm-up costs.
+    first_run_ms: float = 0.0
+    warm_run_ms: float = 0.0
 
 
 def sha256_file(path: Path) -> str:
@@ -81,7 +89,9 @@ def measure_bundle(folder: Path) -> BundleFacts:
             client.generate_private_and_evaluation_keys()
             keys = client.get_serialized_evaluation_keys()
             ciphertext = client.quantize_encrypt_serialize(np.zeros((1, n_features)))
-            output = server.run(ciphertext, fhe.EvaluationKeys.deserialize(keys))
+            deserialized = fhe.EvaluationKeys.deserialize(keys)
+            first_run_ms, output = _timed_ms(server.run, ciphertext, deserialized)
+            warm_run_ms, _ = _timed_ms(server.run, ciphertext, deserialized)
             exit_status.ignore_sigpipe()
             constant = len(keys) <= SMALL_KEYS_BYTES and keys == _second_keygen(folder)
     except BundleError:
@@ -100,7 +110,15 @@ def measure_bundle(folder: Path) -> BundleFacts:
         evaluation_keys_sha256=hashlib.sha256(keys).hexdigest() if constant else "",
         warmup_input=ciphertext,
         constant_keys=keys if constant else b"",
+        first_run_ms=first_run_ms,
+        warm_run_ms=warm_run_ms,
     )
+
+
+def _timed_ms(run: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = run(*args)
+    return (time.perf_counter() - started) * 1000, result
 
 
 def _second_keygen(folder: Path) -> bytes:

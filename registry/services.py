@@ -76,6 +76,8 @@ def register_model(
                 feature_names=names,
                 warmup_input=warmup_input,
                 constant_keys=constant_keys,
+                first_run_ms=facts.first_run_ms,
+                warm_run_ms=facts.warm_run_ms,
             )
             audit.record(
                 actor, "model.registered", "model", f"{name}:v{version}", server_sha256=facts.server_sha256,

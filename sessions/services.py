@@ -141,6 +141,31 @@ def needs_warm_up(session: KeySession) -> bool:
     return not session.model_version.kept_constant_keys(session.key_fingerprint)
 
 
+def keys_warm_at_opening(session: KeySession) -> bool:
+    """Hold an opening's answer (at most ``MOAI_SESSION_WARMUP_WAIT_SECONDS``) until every pool
+    process has warmed the session's keys, so that the first job does not pay for their
+    decompression (jobs.warmup); whether they are warm (the answer's ``keys_warm``).
+
+    - Its version's constant keys (a linear model's): nothing to wait for; every pool process
+      has held them warm since it loaded the circuit.
+    - A version whose warm-up run costs more than the first use it saves (a long circuit's,
+      ModelVersion.warms_keys_ahead): nothing to wait for, and not warm. The pool processes
+      deserialize the keys ahead, and the first job decompresses them.
+    """
+    if not needs_warm_up(session):
+        return True
+    if not session.model_version.warms_keys_ahead:
+        return False
+    return notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
+
+
+def opening_waits_for_warm_up(session: KeySession) -> bool:
+    """Whether the opening holds its answer until the pool processes warmed the keys: not where
+    a warm-up run costs more than the first use it saves (ModelVersion.warms_keys_ahead). Those
+    keys are still announced, and every pool process deserializes them ahead of the first job."""
+    return needs_warm_up(session) and session.model_version.warms_keys_ahead
+
+
 def _audit_refusal(actor: Actor, model_version: ModelVersion, exc: KeyCheckError, size: int) -> None:
     audit.record(
         actor,

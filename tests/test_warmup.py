@@ -186,3 +186,72 @@ def test_other_keys_of_a_constant_key_version_come_from_the_sessions_own_blob(
     assert keys is not model.constant_keys
     assert loaded is True
     assert runtime.keys.session_ids() == [str(session.pk)]
+
+
+def test_the_iris_tree_as_registration_measured_it_is_warmed_ahead(tree: Any, bundles: Any) -> None:
+    """Registration runs the circuit twice with one fresh set of keys and keeps both times; the
+    first run's extra is the keys' first use. The iris tree's is about ten warm runs, so its
+    sessions' keys are warmed ahead (a first job on cold keys would take several times a warm one)."""
+    facts = bundles["iris-tree"].facts
+    assert (tree.first_run_ms, tree.warm_run_ms) == (facts.first_run_ms, facts.warm_run_ms)
+    assert tree.warm_run_ms > 0
+    assert tree.warms_keys_ahead
+
+
+@pytest.mark.parametrize(
+    ("first_run_ms", "warm_run_ms", "ahead"),
+    [
+        (0.0, 0.0, True),  # registered before the runs were measured: warmed, as before
+        (1150.0, 130.0, True),  # the iris tree's: first use costs eight warm runs
+        (8250.0, 6050.0, False),  # wine-xgb's: a warm run costs more than the first use adds
+        (2000.0, 1000.0, False),  # a run that costs as much as it would save
+    ],
+)
+def test_keys_are_warmed_ahead_only_where_the_run_costs_less_than_the_first_use_it_saves(
+    first_run_ms: float, warm_run_ms: float, ahead: bool
+) -> None:
+    from registry.models import ModelVersion
+
+    assert ModelVersion(first_run_ms=first_run_ms, warm_run_ms=warm_run_ms).warms_keys_ahead is ahead
+
+
+def test_a_long_circuits_keys_are_deserialized_ahead_not_run_and_its_opening_does_not_wait(
+    tree: Any, alice: Any, bundles: Any, settings: Any, start_loop: Callable[[], None], monkeypatch: Any
+) -> None:
+    """With wine-xgb's registration figures, a warm-up run would cost each pool process a whole
+    circuit run: the opening answers at once (``keys_warm`` false) though a pool process is
+    present, that process deserializes the keys without running anything, and the first job
+    finds them there and decompresses them in its own run."""
+    tree.first_run_ms, tree.warm_run_ms = 8250.0, 6050.0
+    tree.save(update_fields=["first_run_ms", "warm_run_ms"])
+    runs: list[str] = []
+    real_run = runtime.LoadedModel.run
+
+    def counted_run(self: runtime.LoadedModel, *args: Any, **kwargs: Any) -> bytes:
+        runs.append(threading.current_thread().name)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.LoadedModel, "run", counted_run)
+    waits: list[str] = []
+    real_wait = notify.wait_until_warmed
+    monkeypatch.setattr(notify, "wait_until_warmed", lambda *args: waits.append(args[0]) or real_wait(*args))
+    settings.MOAI_SESSION_WARMUP_WAIT_SECONDS = 30  # would hold the answer until the loop warmed the keys
+    start_loop()
+    deadline = time.monotonic() + 60
+    while tree.pk not in runtime.models and time.monotonic() < deadline:
+        time.sleep(0.05)  # the loop's start-up load: a notice is heard once it ends
+    bundle = bundles["iris-tree"]
+    response = post_bytes(alice.http, f"/api/v1/models/{tree.name}/sessions", bundle.evaluation_keys)
+    assert response.status_code == 201, response.content
+    assert response.json()["keys_warm"] is False
+    assert waits == []
+    context_id = response.json()["context_id"]
+    while context_id not in runtime.keys.session_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert context_id in runtime.keys.session_ids()
+    assert runs == []
+    session = KeySession.objects.select_related("model_version").get(pk=context_id)
+    model = runtime.models.get(session.model_version)
+    keys, loaded = runtime.session_keys(session, session.model_version, model)
+    assert loaded is False
+    assert bundle.decrypt_label(model.run(bundle.encrypt(3), keys)) == int(bundle.samples["clear_prediction"][3])
