@@ -105,6 +105,16 @@ def test_deployments_and_labels_are_the_runbooks(renders):
             assert labels_match(obj["spec"]["selector"]["matchLabels"], obj["spec"]["template"]["metadata"]["labels"])
 
 
+def test_the_worker_and_beat_log_at_the_level_the_web_does(helm):
+    """Celery sets the root logger to its --loglevel after Django set it from MOAI_LOG_LEVEL, so
+    the chart passes its one level to both (before, a worker logged every job at INFO under
+    logLevel WARNING: three JSON lines a job in a pool process)."""
+    objects = render(helm, "--set", "moai.logLevel=WARNING")
+    for name in (WORKER, BEAT):
+        found = container(objects, "Deployment", name)
+        assert found["command"][-2:] == ["--loglevel", "WARNING"]
+        assert {"name": "MOAI_LOG_LEVEL", "value": "WARNING"} in found["env"]
+
 def test_replica_count_sets_workers_and_web(renders, helm):
     objects = renders["production"]
     assert find(objects, "Deployment", WORKER)["spec"]["replicas"] == 3
