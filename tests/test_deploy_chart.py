@@ -115,6 +115,7 @@ def test_the_worker_and_beat_log_at_the_level_the_web_does(helm):
         assert found["command"][-2:] == ["--loglevel", "WARNING"]
         assert {"name": "MOAI_LOG_LEVEL", "value": "WARNING"} in found["env"]
 
+
 def test_replica_count_sets_workers_and_web(renders, helm):
     objects = renders["production"]
     assert find(objects, "Deployment", WORKER)["spec"]["replicas"] == 3
