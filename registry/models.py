@@ -75,8 +75,8 @@ class ModelVersion(models.Model):
         wine-xgb run takes 5.7 s where first use adds 1.4-2.4 s. There, warm-ups on every
         pool process would hold the opening twice a run (two side by side on two cores) or
         share the cores with the first job, which waits for its own process's warm-up
-        (first jobs 1.8-1.9 times warm). Its first job decompresses the keys instead: about
-        1.3 times a warm one. Versions registered before this was measured warm as before.
+        (first jobs 1.8-1.9 times warm). Its first job decompresses the keys instead: 1.25
+        times a warm one in the bench. Versions registered before this was measured warm as before.
         """
         if self.warm_run_ms <= 0:
             return True
