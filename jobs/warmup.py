@@ -10,12 +10,13 @@ process, from its start:
   a lost notice and serves the embedded defaults, which have no Redis);
 - warms every new session's keys when it opens (a notice on Redis): it deserializes
   them and runs the model's warm-up input through the circuit once with them,
-  discarding the output. Only where that run costs less than the first use it moves
-  off the first job (``ModelVersion.warms_keys_ahead``, measured at registration): a
-  long circuit's keys are only deserialized ahead. The warm-up input is a ciphertext of zeros made at
+  discarding the output. The warm-up input is a ciphertext of zeros made at
   registration under a throwaway key that was deleted at once: a circuit does not
   check which key encrypted its input, and a run with this session's evaluation keys
   decompresses them all the same. Nobody can decrypt its output, and nobody reads it.
+  That run is made only where it costs less than the first use it moves off the first
+  job (``ModelVersion.warms_keys_ahead``, measured at registration): a long circuit's
+  keys are only deserialized ahead.
 
 Every pool process warms every session, so a session's first job finds warm keys
 wherever it runs; the key cache's bound (``MOAI_KEY_CACHE_BYTES``) still applies, least
