@@ -159,13 +159,6 @@ def keys_warm_at_opening(session: KeySession) -> bool:
     return notify.wait_until_warmed(str(session.id), settings.MOAI_SESSION_WARMUP_WAIT_SECONDS)
 
 
-def opening_waits_for_warm_up(session: KeySession) -> bool:
-    """Whether the opening holds its answer until the pool processes warmed the keys: not where
-    a warm-up run costs more than the first use it saves (ModelVersion.warms_keys_ahead). Those
-    keys are still announced, and every pool process deserializes them ahead of the first job."""
-    return needs_warm_up(session) and session.model_version.warms_keys_ahead
-
-
 def _audit_refusal(actor: Actor, model_version: ModelVersion, exc: KeyCheckError, size: int) -> None:
     audit.record(
         actor,
