@@ -16,15 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.lookup import active_session_or_error, client_actor
-from base import blobs, uploads
+from base import blobs
 from base.errors import ApiError
 from base.schema import BINARY, errors
 from jobs import services, waits
-from jobs.ciphertexts import body_limit, check_inputs
+from jobs.ciphertexts import received_inputs
 from jobs.models import Job
 from jobs.representations import job_json
 from jobs.serializers import BatchIn, JobOut
-from jobs.services import IdempotencyConflict, JobInputs, SessionEndedError
+from jobs.services import IdempotencyConflict, SessionEndedError
 from keys.models import ApiClient
 
 
@@ -56,11 +56,9 @@ class JobSubmitView(APIView):
         wait = _wait_seconds(request)
         if key is not None and len(key) > 200:
             raise ApiError(400, "invalid_request", "Idempotency-Key is longer than 200 characters.")
-        max_inputs = settings.MOAI_MAX_BATCH_INPUTS
-        limit = body_limit(request._request, session.model_version, max_inputs, settings.MOAI_MAX_CIPHERTEXT_BYTES)
-        with uploads.spooled_inputs(request._request, "inputs", limit) as paths:
-            check_inputs(paths, session.model_version, max_inputs)
-            if wait and len(paths) > 1:
+        max_inputs, cap = settings.MOAI_MAX_BATCH_INPUTS, settings.MOAI_MAX_CIPHERTEXT_BYTES
+        with received_inputs(request._request, session.model_version, max_inputs, cap) as inputs:
+            if wait and inputs.count > 1:
                 raise ApiError(
                     400,
                     "invalid_request",
@@ -68,7 +66,7 @@ class JobSubmitView(APIView):
                 )
             try:
                 job, _created = services.submit_job(
-                    session, JobInputs(paths), key, client_actor(request), claim_if_idle=bool(wait)
+                    session, inputs, key, client_actor(request), claim_if_idle=bool(wait)
                 )
             except SessionEndedError:
                 raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None

@@ -107,6 +107,17 @@ def spooled_body(request: HttpRequest, cap: int) -> Iterator[Spooled]:
         path.unlink(missing_ok=True)
 
 
+def body_bytes(request: HttpRequest, cap: int) -> bytes:
+    """The raw body read into memory, refused with 413 past ``cap``: for bodies capped small."""
+    declared_length(request, cap)
+    return b"".join(_Tally(cap).through(request))
+
+
+def is_raw(request: HttpRequest) -> bool:
+    """Whether the body is one raw stream (octet-stream, or no type given), not a multipart form."""
+    return (request.content_type or "") in ("application/octet-stream", "")
+
+
 @contextlib.contextmanager
 def received_body(request: HttpRequest, cap: int, blob: str) -> Iterator[Spooled]:
     """A Cap'n Proto body (evaluation keys), stored under ``blob`` when the store takes
@@ -183,11 +194,10 @@ def spooled_multipart(request: HttpRequest, field: str, cap: int) -> Iterator[li
 @contextlib.contextmanager
 def spooled_inputs(request: HttpRequest, field: str, cap: int) -> Iterator[list[Path]]:
     """A job body: one raw ciphertext, or a multipart batch in ``field``."""
-    content_type = request.content_type or ""
-    if content_type == "multipart/form-data":
+    if request.content_type == "multipart/form-data":
         with spooled_multipart(request, field, cap) as paths:
             yield paths
-    elif content_type in ("application/octet-stream", ""):
+    elif is_raw(request):
         with spooled_body(request, cap) as body:
             assert body.path is not None  # spooled_body always keeps a local file
             yield [body.path]

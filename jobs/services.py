@@ -38,18 +38,35 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobInputs:
-    """Ciphertexts already checked and spooled to local files, in submission order."""
+    """Ciphertexts already checked, in submission order: spooled to local files (``paths``), or
+    held in memory (``contents``), as a small single input is (jobs.ciphertexts.received_inputs)."""
 
-    paths: list[Path]
+    paths: list[Path] = dataclasses.field(default_factory=list)
+    contents: list[bytes] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.contents) if self.contents is not None else len(self.paths)
 
     def digest(self) -> str:
+        if self.contents is not None:
+            return inputs_digest(self.contents)
         return inputs_digest(path.read_bytes() for path in self.paths)
 
     def small_contents(self, bound: int) -> list[bytes] | None:
         """The ciphertexts' bytes when together they are at most ``bound`` bytes, else None."""
+        if self.contents is not None:
+            return self.contents if sum(map(len, self.contents)) <= bound else None
         if sum(path.stat().st_size for path in self.paths) > bound:
             return None
         return [path.read_bytes() for path in self.paths]
+
+    def store(self, job: Job) -> list[str]:
+        """Put each input in storage under the job's input names; returns the names."""
+        if self.contents is not None:
+            return [blobs.save_bytes(job.input_name(index), data) for index, data in enumerate(self.contents)]
+        # The spooled files are ours: moved into storage, not copied (as for keys).
+        return [blobs.save_local_file(job.input_name(index), path) for index, path in enumerate(self.paths)]
 
 
 def inputs_digest(contents: Iterable[bytes]) -> str:
@@ -89,14 +106,14 @@ def submit_job(
         session=session,
         client=session.client,
         model_version=session.model_version,
-        input_count=len(inputs.paths),
+        input_count=inputs.count,
         inputs_sha256=inputs_sha256,
         # Set now, not after publishing: one write less per job. If publishing fails, the
         # recovery sweep still finds the job missing from the broker and sends it again.
         enqueued_at=timezone.now(),
         idempotency_key=idempotency_key or None,
     )
-    stored = [_store_input(job, index, path) for index, path in enumerate(inputs.paths)]
+    stored = inputs.store(job)
     claim: SubmissionClaim | None = None
     try:
         with transaction.atomic():
@@ -288,11 +305,6 @@ def _same_request(job: Job, inputs_sha256: str) -> Job:
     if job.inputs_sha256 != inputs_sha256:
         raise IdempotencyConflict(str(job.id))
     return job
-
-
-def _store_input(job: Job, index: int, path: Path) -> str:
-    # The spooled file is ours: moved into storage, not copied (as for keys).
-    return blobs.save_local_file(job.input_name(index), path)
 
 
 def enqueue(job_id: uuid.UUID, inputs: Sequence[bytes] | None = None, claim: SubmissionClaim | None = None) -> None:

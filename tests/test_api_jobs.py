@@ -509,6 +509,29 @@ def test_the_message_carries_small_ciphertexts_only(
     assert [inputs for _, inputs in sent] == [[ciphertext], None]
 
 
+def test_a_small_single_input_is_read_into_memory_and_a_larger_one_spooled(
+    alice, context_id, bundles, django_capture_on_commit_callbacks, settings, tmp_path
+):
+    from base import blobs
+    from jobs.services import inputs_digest
+
+    # No folder for temporary files: a body that is spooled cannot be received at all.
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "no-such-folder")
+    ciphertext = bundles[LOGREG].encrypt(0)
+    settings.MOAI_INLINE_CIPHERTEXT_BYTES = len(ciphertext)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = submit(alice, context_id, ciphertext)
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["job_id"])
+    assert job.inputs_sha256 == inputs_digest([ciphertext])
+    assert blobs.read_bytes(job.input_name(0)) == ciphertext
+    assert alice.http.get(f"/api/v1/jobs/{job.pk}").json()["status"] == "succeeded"
+    # One byte over the bound, the same body is spooled, and needs the folder.
+    settings.MOAI_INLINE_CIPHERTEXT_BYTES = len(ciphertext) - 1
+    with pytest.raises(FileNotFoundError):
+        submit(alice, context_id, ciphertext)
+
+
 def test_an_output_brought_by_the_notice_is_not_served_once_erased(
     alice, context_id, bundles, django_capture_on_commit_callbacks, settings
 ):
