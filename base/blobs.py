@@ -309,6 +309,21 @@ def delete(name: str) -> None:
         default_storage.delete(name)
 
 
+def remove_empty_folders(prefix: str) -> None:
+    """Remove the folder ``prefix`` and every folder under it that holds no file.
+
+    On the filesystem, deleting a blob leaves its folder behind: every erased job left two
+    empty ones (its own and its attempt's) for good, an inode each, until the disk ran out
+    of them. An object store has no folders to remove.
+    """
+    if streams_uploads():
+        return
+    for folder, _, _ in os.walk(default_storage.path(prefix), topdown=False):
+        # Not empty (a blob still there, or written meanwhile), or gone already: left as it is.
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def exists(name: str) -> bool:
     if not name:
         return False

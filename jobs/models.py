@@ -82,10 +82,15 @@ class Job(models.Model):
             return None
         return int((self.finished_at - self.submitted_at).total_seconds() * 1000)
 
+    @property
+    def blob_folder(self) -> str:
+        """Where every input and output of the job is stored."""
+        return f"jobs/{self.id}"
+
     def input_name(self, index: int) -> str:
-        return f"jobs/{self.id}/input-{index:05d}.bin"
+        return f"{self.blob_folder}/input-{index:05d}.bin"
 
     def output_name(self, index: int, attempt: int | None = None) -> str:
         """Where attempt ``attempt`` (default: the one whose result counts) writes output ``index``."""
         chosen = attempt or self.result_attempt or self.attempts
-        return f"jobs/{self.id}/attempt-{chosen}/output-{index:05d}.bin"
+        return f"{self.blob_folder}/attempt-{chosen}/output-{index:05d}.bin"

@@ -400,6 +400,7 @@ def erase_blobs(job: Job) -> None:
         blobs.delete(job.input_name(index))
         for attempt in range(1, job.attempts + 1):
             blobs.delete(job.output_name(index, attempt))
+    blobs.remove_empty_folders(job.blob_folder)
     Job.objects.filter(pk=job.pk).update(blobs_erased=True)
 
 
@@ -695,6 +696,8 @@ def finish_job(job: Job, outputs: list[bytes] | None = None) -> bool:
         for index in range(job.input_count):
             blobs.delete(job.output_name(index, job.attempts))
         job.refresh_from_db()
+        if job.blobs_erased:  # the session's end erased the rest: its folder goes with this attempt's outputs
+            blobs.remove_empty_folders(job.blob_folder)
     if updated:
         _job_ended(job, "job succeeded", outputs=notify.Outputs(job.attempts, outputs) if outputs else None)
     else:

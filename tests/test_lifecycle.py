@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from base import blobs
 from base.models import AuditRecord
 from jobs import services
 from jobs.models import Job
@@ -21,6 +23,11 @@ LOGREG = "breast-cancer-logreg"
 
 def submit(tenant, context_id, body):
     return post_bytes(tenant.http, f"/api/v1/sessions/{context_id}/jobs", body)
+
+
+def folder_left(job_id: object) -> bool:
+    """Whether the job's folder is still on the filesystem. A bucket has no folders: never."""
+    return not blobs.streams_uploads() and Path(default_storage.path(f"jobs/{job_id}")).exists()
 
 
 @pytest.fixture
@@ -42,6 +49,7 @@ def test_invalidation_cancels_a_queued_job_and_erases_keys_and_inputs(queued):
     assert (job.status, job.error_code) == ("cancelled", "context_invalidated")
     assert not default_storage.exists(session.keys_blob)
     assert not default_storage.exists(job.input_name(0))
+    assert not folder_left(job.pk)
     record = AuditRecord.objects.get(action="session.invalidated", target_id=str(session.pk))
     assert record.reason == "leak"
     assert record.actor.startswith("manage.py invalidate_sessions")
@@ -53,11 +61,10 @@ def test_invalidation_while_running_discards_the_result(queued, alice):
     run_command("invalidate_sessions", "--client", "alice", "--reason", "incident 7")
     job.refresh_from_db()
     assert (job.status, job.error_code) == ("failed", "context_invalidated")
-    # The worker finishes its circuit afterwards: its output must not survive.
-    from base import blobs
-
+    # The worker finishes its circuit afterwards: its output must not survive, nor its folder.
     blobs.save_bytes(job.output_name(0), b"late output")
     assert services.finish_job(claimed) is False
+    assert not folder_left(job.pk)
     assert not default_storage.exists(job.output_name(0))
     body = alice.http.get(f"/api/v1/jobs/{job.pk}").json()
     assert body["error"]["code"] == "context_invalidated"
@@ -153,9 +160,11 @@ def test_results_are_erased_when_the_session_ends(
     with django_capture_on_commit_callbacks(execute=True):
         job_id = submit(alice, context_id, bundles[LOGREG].encrypt(0)).json()["job_id"]
     assert alice.http.get(f"/api/v1/jobs/{job_id}/result").status_code == 200
+    assert folder_left(job_id) is not blobs.streams_uploads()
     alice.http.delete(f"/api/v1/sessions/{context_id}")
     gone = alice.http.get(f"/api/v1/jobs/{job_id}/result")
     assert (gone.status_code, error_code(gone)) == (410, "result_erased")
+    assert not folder_left(job_id)  # nor its folders, on the filesystem: an inode each, for good
 
 
 def test_results_are_erased_after_retention(
@@ -170,6 +179,7 @@ def test_results_are_erased_after_retention(
     assert "results of 1 job(s)" in run_command("expire_sessions")
     gone = alice.http.get(f"/api/v1/jobs/{job_id}/result")
     assert (gone.status_code, error_code(gone)) == (410, "result_erased")
+    assert not folder_left(job_id)
 
 
 def test_job_submission_is_rate_limited_per_client(alice, mallory, logreg, open_session, bundles, monkeypatch):
