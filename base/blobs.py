@@ -55,12 +55,31 @@ def save(name: str, content: File) -> str:
                     raise FileExistsError(name) from None
                 raise
         return name
-    stored = default_storage.save(name, content)
+    stored = _save_to_folder(name, content)
     if stored != name:
         # The backend chose another name: a file was already there. Never overwrite silently.
         default_storage.delete(stored)
         raise FileExistsError(name)
     return stored
+
+
+def _save_to_folder(name: str, content: File, tries: int = 3) -> str:
+    """The filesystem storage's save, again when a concurrent erasure took the blob's folder.
+
+    The storage creates the folder and then the file. A session's end erases a running job's
+    folder (``remove_empty_folders``), and when it does so in between, the worker's output
+    would fail with ``FileNotFoundError`` and be logged as a crash. Saved into the folder made
+    again, the output is then discarded by ``finish_job`` like any late output of an ended job.
+    """
+    while True:
+        try:
+            return str(default_storage.save(name, content))
+        except FileNotFoundError:
+            tries -= 1
+            # The folder is there: what is missing is the source of a move, which no retry brings back.
+            if tries == 0 or Path(default_storage.path(name)).parent.is_dir():
+                raise
+            content.seek(0)
 
 
 class _LocalFile(File):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def test_invalidation_while_running_discards_the_result(queued, alice):
     assert not default_storage.exists(job.output_name(0))
     body = alice.http.get(f"/api/v1/jobs/{job.pk}").json()
     assert body["error"]["code"] == "context_invalidated"
+
+
+def test_a_late_output_whose_folder_is_erased_while_it_is_saved_is_stored_then_discarded(queued, monkeypatch):
+    if blobs.streams_uploads():
+        pytest.skip("a bucket has no folders to erase")
+    _session, job = queued
+    claimed = services.claim_job(str(job.pk))
+    run_command("invalidate_sessions", "--client", "alice", "--reason", "incident 8")
+    folder = Path(default_storage.path(claimed.output_name(0))).parent
+    real_makedirs, erased = os.makedirs, []
+
+    def makedirs_then_erased(path: str, *args: object, **kwargs: object) -> None:
+        real_makedirs(path, *args, **kwargs)
+        if Path(path) == folder and not erased:
+            # The session's end runs in another process: this is the one instant in which its
+            # erasure can take the folder that the storage has just made for the output's file.
+            blobs.remove_empty_folders(claimed.blob_folder)
+            erased.append(path)
+
+    monkeypatch.setattr(os, "makedirs", makedirs_then_erased)
+    blobs.save_bytes(claimed.output_name(0), b"late output")
+    monkeypatch.undo()
+    assert erased
+    assert default_storage.exists(claimed.output_name(0))
+    assert services.finish_job(claimed) is False
+    assert not default_storage.exists(claimed.output_name(0))
+    assert not folder_left(job.pk)
 
 
 def test_double_invalidation_changes_nothing_the_second_time(queued):
