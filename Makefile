@@ -42,7 +42,7 @@ test: install browsers proxy
 # The end-to-end subset again with every blob in an S3 bucket: moto's S3 server on loopback,
 # started by the tests (scripts/s3local.py), for web, worker and the test process alike.
 S3_SUITE := tests/test_e2e.py tests/test_api_sessions.py tests/test_api_jobs.py tests/test_lifecycle.py \
-	tests/test_faults.py tests/test_blob_storage.py
+	tests/test_faults.py tests/test_blob_storage.py tests/test_audit_checkpoints.py
 test-s3: install proxy
 	MOAI_TEST_BLOB_STORAGE=s3 $(BIN)/python -m pytest $(S3_SUITE) $(PYTEST_ARGS)
 

@@ -47,8 +47,8 @@ from datetime import datetime
 
 from django.core.files.storage import default_storage
 
-from base import blobs
-from base.audit import AuditKey, ChainFault, keyring, signing_key, verify_chain
+from base import audit, blobs
+from base.audit import Actor, AuditKey, ChainFault, keyring, signing_key, verify_chain
 from base.models import AuditRecord
 
 logger = logging.getLogger("moai.audit")
@@ -276,17 +276,74 @@ def read(name: str, keys: dict[str, AuditKey] | None = None) -> Checkpoint:
 
 def names() -> list[str]:
     """Every checkpoint file, in sequence order."""
+    return [name for shard in _shards() for name in _shard_names(shard)]
+
+
+def _shards() -> list[str]:
+    """The shard folders, in sequence order (their names are zero-padded numbers)."""
     # A bucket has no folders to test for (exists() is False for a prefix): an empty listing
     # there, FileNotFoundError on a filesystem that never had one.
     try:
         shards, _ = default_storage.listdir(FOLDER)
     except FileNotFoundError:
         return []
-    found = []
-    for shard in sorted(shards):
-        _, files = default_storage.listdir(f"{FOLDER}/{shard}")
-        found += [f"{FOLDER}/{shard}/{file}" for file in sorted(files) if file.endswith(".json")]
-    return found
+    return sorted(shards)
+
+
+def _shard_names(shard: str) -> list[str]:
+    _, files = default_storage.listdir(f"{FOLDER}/{shard}")
+    return [f"{FOLDER}/{shard}/{file}" for file in sorted(files) if file.endswith(".json")]
+
+
+@dataclass(frozen=True)
+class Thinned:
+    shards: int
+    removed: int
+
+
+def thin(older_than: datetime, max_shards: int = 100) -> Thinned:
+    """Reduce every shard whose newest checkpoint is older than ``older_than`` to that checkpoint.
+
+    Every audited write leaves a file, so a busy service made a million a day and kept them
+    for good, and ``verify_audit_log --checkpoints`` reads them all. One checkpoint a shard
+    finds what all of them did: the records are chained, so a record deleted or rewritten
+    before a checkpoint changes every digest up to it, and the table ending early is still
+    measured against the newest checkpoint. So the newest shard, where heads are written, is
+    never thinned, nor any shard whose newest checkpoint is not genuine (it is evidence).
+    At most ``max_shards`` shards a call, so that a long backlog is worked off over several.
+    """
+    shards = _shards()
+    thinned = removed = 0
+    for shard in shards[:-1]:
+        if thinned == max_shards:
+            break
+        files = _shard_names(shard)
+        if len(files) < 2:
+            continue
+        try:
+            newest = read(files[-1])
+        except BadCheckpoint as exc:
+            logger.error("audit checkpoint shard %s not thinned: %s", shard, exc)
+            continue
+        if datetime.fromisoformat(newest.at) >= older_than:
+            break  # the later shards hold later records still
+        _remove_shard_but_newest(shard, files[:-1], newest)
+        thinned, removed = thinned + 1, removed + len(files) - 1
+    return Thinned(thinned, removed)
+
+
+def _remove_shard_but_newest(shard: str, older: list[str], newest: Checkpoint) -> None:
+    blobs.delete_many(older)
+    audit.record(
+        Actor.system("beat"),
+        "audit.checkpoints_thinned",
+        "audit_checkpoints",
+        shard,
+        kept_seq=newest.seq,
+        removed=len(older),
+        first_removed=older[0],
+        last_removed=older[-1],
+    )
 
 
 def load_all(keys: dict[str, AuditKey] | None = None) -> list[Checkpoint]:

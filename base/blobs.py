@@ -328,6 +328,36 @@ def delete(name: str) -> None:
         default_storage.delete(name)
 
 
+# S3's DeleteObjects takes at most this many keys a request.
+DELETE_BATCH = 1000
+
+
+def delete_many(names: list[str]) -> None:
+    """Remove the blobs; missing ones are not an error. On S3 a thousand go in one request.
+
+    Raises ``OSError`` naming the first blob the store refused to delete (an object lock,
+    a policy): whoever calls it must not record as removed what is still there.
+    """
+    if not streams_uploads():
+        for name in names:
+            delete(name)
+        return
+    client, bucket = _s3_client(), _bucket()
+    for start in range(0, len(names), DELETE_BATCH):
+        batch = names[start : start + DELETE_BATCH]
+        with _as_os_errors(batch[0]):
+            answer = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": _key(name)} for name in batch], "Quiet": True}
+            )
+        refused = answer.get("Errors") or []
+        if refused:
+            first = refused[0]
+            raise OSError(
+                f"{len(refused)} of {len(batch)} blobs not deleted; {first.get('Key')}: {first.get('Code')} "
+                f"{first.get('Message', '')}".rstrip()
+            )
+
+
 def remove_empty_folders(prefix: str) -> None:
     """Remove the folder ``prefix`` and every folder under it that holds no file.
 

@@ -420,7 +420,12 @@ CELERY_BEAT_SCHEDULE = {
     # Every audit write publishes a checkpoint once committed; this one covers a process
     # that died between its commit and its checkpoint, and records migrated from before.
     "checkpoint-audit-log": {"task": "ops.tasks.checkpoint_audit_log", "schedule": 60.0},
+    "thin-audit-checkpoints": {"task": "ops.tasks.thin_audit_checkpoints", "schedule": 3600.0},
 }
+# Every audited write leaves a checkpoint file: a shard of them (10,000 records) whose newest is
+# older than this many days keeps only that one, which, with the chain, finds what all of them
+# did (base.audit_checkpoints.thin). 0 keeps every checkpoint for good.
+MOAI_AUDIT_CHECKPOINT_DAYS = env_int("MOAI_AUDIT_CHECKPOINT_DAYS", 7, minimum=0)
 
 LOGGING = {
     "version": 1,

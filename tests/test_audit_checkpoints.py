@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from django.utils import timezone
 from base import audit, audit_checkpoints, blobs
 from base.audit import Actor
 from base.models import AuditRecord
-from base.tasks import checkpoint_audit_log
+from base.tasks import checkpoint_audit_log, thin_audit_checkpoints
 
 RECORDS = 16
 
@@ -46,8 +47,12 @@ def delete_by_sql(where: str, *params: Any) -> None:
 @pytest.fixture
 def history(db: None, django_capture_on_commit_callbacks: Any) -> list[AuditRecord]:
     """Sixteen records, each written and committed on its own, as sixteen requests would."""
-    for i in range(RECORDS):
-        with django_capture_on_commit_callbacks(execute=True):
+    return write_records(RECORDS, django_capture_on_commit_callbacks)
+
+
+def write_records(count: int, capture: Any) -> list[AuditRecord]:
+    for i in range(count):
+        with capture(execute=True):
             audit.record(Actor.client("alice", "10.0.0.1"), "session.created", "session", i)
         # Requests apart from each other: each head written before the next commits (none coalesced).
         assert audit_checkpoints.flush()
@@ -323,3 +328,75 @@ def test_a_fork_waits_for_a_checkpoint_being_written(monkeypatch):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert audit_checkpoints.flush()
+
+
+@pytest.fixture
+def sharded(db: None, monkeypatch: Any, django_capture_on_commit_callbacks: Any) -> list[AuditRecord]:
+    """Eighteen records in shards of four checkpoints: 1-3, 4-7, 8-11, 12-15, and 16-18 (the newest)."""
+    monkeypatch.setattr(audit_checkpoints, "_SHARD", 4)
+    return write_records(18, django_capture_on_commit_callbacks)
+
+
+def checkpointed() -> list[int]:
+    assert audit_checkpoints.flush()
+    return [c.seq for c in audit_checkpoints.load_all()]
+
+
+def test_old_shards_keep_their_newest_checkpoint_and_still_find_a_deleted_tail(
+    sharded, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        thinned = audit_checkpoints.thin(older_than=timezone.now() + timedelta(minutes=1))
+    assert thinned == audit_checkpoints.Thinned(shards=4, removed=2 + 3 + 3 + 3)
+    # The newest shard, where heads are written, keeps every checkpoint, whatever its age.
+    kept = checkpointed()
+    assert kept[:7] == [3, 7, 11, 15, 16, 17, 18]
+    # The thinning's own records are checkpointed as any other write.
+    assert kept[-1] == AuditRecord.objects.order_by("-seq").values_list("seq", flat=True)[0]
+    records = AuditRecord.objects.filter(action="audit.checkpoints_thinned").order_by("seq")
+    assert [(r.target_id, r.details["kept_seq"], r.details["removed"]) for r in records] == [
+        ("0000000000", 3, 2),
+        ("0000000001", 7, 3),
+        ("0000000002", 11, 3),
+        ("0000000003", 15, 3),
+    ]
+    assert records[0].actor == "beat"
+    assert "agree" in verify("--checkpoints")
+    # What every checkpoint found, the ones kept still find: a rewritten middle, a deleted tail.
+    delete_by_sql("seq >= %s", 14)
+    with pytest.raises(CommandError, match=r"sequence number 14: record #14 is missing"):
+        verify("--checkpoints")
+
+
+def test_shards_newer_than_the_cutoff_keep_every_checkpoint(sharded):
+    assert audit_checkpoints.thin(older_than=timezone.now() - timedelta(days=1)) == audit_checkpoints.Thinned(0, 0)
+    assert checkpointed() == list(range(1, 19))
+    assert not AuditRecord.objects.filter(action="audit.checkpoints_thinned").exists()
+
+
+def test_a_shard_whose_newest_checkpoint_is_not_genuine_is_kept_whole(sharded, caplog):
+    name = audit_checkpoints.checkpoint_name(7)
+    body = json.loads(blobs.read_bytes(name))
+    blobs.delete(name)
+    blobs.save_bytes(name, json.dumps({**body, "digest": "0" * 64}).encode())
+    with caplog.at_level(logging.ERROR, logger="moai.audit"):
+        thinned = audit_checkpoints.thin(older_than=timezone.now() + timedelta(minutes=1), max_shards=2)
+    assert "shard 0000000001 not thinned" in caplog.text
+    # Evidence of tampering stays whole; two shards at most a call are thinned, the third is left.
+    assert thinned == audit_checkpoints.Thinned(shards=2, removed=2 + 3)
+    assert [name.rsplit("/", 1)[1] for name in audit_checkpoints.names()][:10] == [
+        f"{seq:020d}.json" for seq in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
+    ]
+
+
+def test_beat_thins_checkpoints_older_than_the_setting_and_not_at_zero(sharded, settings, monkeypatch):
+    settings.MOAI_AUDIT_CHECKPOINT_DAYS = 0
+    assert thin_audit_checkpoints() == 0
+    settings.MOAI_AUDIT_CHECKPOINT_DAYS = 7
+    assert thin_audit_checkpoints() == 0  # written moments ago
+    # Eight days on (the clock is the one thing stood in for: these records cannot be made old).
+    later = timezone.now() + timedelta(days=8)
+    monkeypatch.setattr("base.tasks.timezone.now", lambda: later)
+    assert thin_audit_checkpoints() == 11
+    assert checkpointed()[:5] == [3, 7, 11, 15, 16]
+    assert "ops.tasks.thin_audit_checkpoints" in {e["task"] for e in settings.CELERY_BEAT_SCHEDULE.values()}

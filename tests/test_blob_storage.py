@@ -236,6 +236,25 @@ def test_a_name_already_stored_is_never_overwritten(bucket):
     assert blobs.read_bytes("jobs/x/input-00000.bin") == b"first"
 
 
+def test_many_blobs_are_deleted_a_batch_to_a_request(bucket, server, monkeypatch):
+    names = [f"audit/checkpoints/0000000000/{seq:020d}.json" for seq in range(5)]
+    for name in names:
+        blobs.save_bytes(name, b"{}")
+    monkeypatch.setattr(blobs, "DELETE_BATCH", 2)
+    assert server.log is not None
+    time.sleep(0.3)
+    since = len(server.log.read_text())
+    blobs.delete_many([*names[:4], "audit/checkpoints/never-stored.json"])  # a missing one is no error
+    assert [blobs.exists(name) for name in names] == [False, False, False, False, True]
+    # Five names, two to a request: three POSTs of DeleteObjects, no DELETE of one object.
+    assert server.log is not None
+    time.sleep(0.3)  # the server logs a request just after answering it
+    # Werkzeug colours the lines of answers other than 200 (a 204 DELETE).
+    logged = re.sub(r"\x1b\[[0-9;]*m", "", server.log.read_text()[since:])
+    requests = re.findall(r'"(\w+) /([^ ?]+)\??(\S*) HTTP', logged)
+    assert [(method, query) for method, _path, query in requests if method != "HEAD"] == [("POST", "delete")] * 3
+
+
 def store_requests(server: LocalS3, bucket: Any, since: int) -> list[str]:
     """The requests moto's server logged past line ``since`` for this test's prefix: "GET keys/x.bin", ...
 
