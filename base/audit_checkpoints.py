@@ -309,7 +309,8 @@ def thin(older_than: datetime, max_shards: int = 100) -> Thinned:
     finds what all of them did: the records are chained, so a record deleted or rewritten
     before a checkpoint changes every digest up to it, and the table ending early is still
     measured against the newest checkpoint. So the newest shard, where heads are written, is
-    never thinned, nor any shard whose newest checkpoint is not genuine (it is evidence).
+    never thinned, nor any shard whose newest checkpoint is not genuine or disagrees with the
+    table: that is evidence, and the shard's other checkpoints narrow down what happened.
     At most ``max_shards`` shards a call, so that a long backlog is worked off over several.
     """
     shards = _shards()
@@ -327,6 +328,11 @@ def thin(older_than: datetime, max_shards: int = 100) -> Thinned:
             continue
         if datetime.fromisoformat(newest.at) >= older_than:
             break  # the later shards hold later records still
+        if not AuditRecord.objects.filter(seq=newest.seq, digest=newest.digest).exists():
+            # The table was cut or rewritten at or before this record: every checkpoint of the
+            # shard stays, to narrow down where (verify_audit_log --checkpoints reports it).
+            logger.error("audit checkpoint shard %s not thinned: the table disagrees with %s", shard, newest.name)
+            continue
         _remove_shard_but_newest(shard, files[:-1], newest)
         thinned, removed = thinned + 1, removed + len(files) - 1
     return Thinned(thinned, removed)

@@ -389,6 +389,19 @@ def test_a_shard_whose_newest_checkpoint_is_not_genuine_is_kept_whole(sharded, c
     ]
 
 
+def test_a_shard_whose_newest_checkpoint_the_table_disagrees_with_is_kept_whole(sharded, caplog):
+    delete_by_sql("seq = 11")
+    with caplog.at_level(logging.ERROR, logger="moai.audit"):
+        thinned = audit_checkpoints.thin(older_than=timezone.now() + timedelta(minutes=1))
+    assert f"shard 0000000002 not thinned: the table disagrees with {audit_checkpoints.checkpoint_name(11)}" in (
+        caplog.text
+    )
+    assert thinned == audit_checkpoints.Thinned(shards=3, removed=2 + 3 + 3)
+    assert checkpointed()[:8] == [3, 7, 8, 9, 10, 11, 15, 16]
+    with pytest.raises(CommandError, match=r"sequence number 11: record #11 is missing"):
+        verify("--checkpoints")
+
+
 def test_beat_thins_checkpoints_older_than_the_setting_and_not_at_zero(sharded, settings, monkeypatch):
     settings.MOAI_AUDIT_CHECKPOINT_DAYS = 0
     assert thin_audit_checkpoints() == 0
