@@ -9,6 +9,8 @@ Redis) and the client library's one-request submission (``POST .../jobs?wait=``)
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,14 +50,27 @@ def side_by_side(stack: Stack, api_key: str, plan: Any, folders: dict[str, Path]
 
 
 def _wait_for_preload(stack: Stack, timeout: float = 300.0) -> float:
-    """Seconds until every pool process has logged its start-up load of the active circuits."""
+    """Seconds until every pool process has loaded the active circuits, as its status file says
+    (jobs.worker: the bench runs the worker at WARNING, which logs no such line)."""
     started = time.monotonic()
-    log = stack.log_dir / "worker.log"
     while time.monotonic() - started < timeout:
-        if log.read_text(errors="replace").count('"models loaded ahead of jobs"') >= stack.concurrency:
+        if len(_pool_processes_loaded(stack)) >= stack.concurrency:
             break
         time.sleep(0.2)
     return time.monotonic() - started
+
+
+def _pool_processes_loaded(stack: Stack) -> list[int]:
+    """The worker's pool processes whose status file says they have loaded the circuits."""
+    loaded = []
+    for child in _tree([stack.processes["worker"].pid])[1:]:
+        path = stack.data_dir / "worker-status" / f"{socket.gethostname()}-{child.pid}.json"
+        try:
+            if json.loads(path.read_text()).get("models_loaded_at"):
+                loaded.append(child.pid)
+        except (OSError, ValueError):
+            continue  # not written yet, or being replaced
+    return loaded
 
 
 def _first_upload(stack: Stack, client: Any, api_key: str) -> dict[str, Any]:

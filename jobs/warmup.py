@@ -32,6 +32,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -158,15 +159,23 @@ def _announced(notice: dict[str, Any]) -> tuple[str, ModelVersion, float] | None
     return None if version is None else (keys_blob, version, float(expires_at))
 
 
-def run(stop: threading.Event) -> None:
-    """The warm-up loop of one pool process, until ``stop`` is set."""
+# When this process had first loaded the active circuits (time.time()), for its status file.
+models_loaded_at: float | None = None
+
+
+def run(stop: threading.Event, loaded: Callable[[], None] | None = None) -> None:
+    """The warm-up loop of one pool process, until ``stop`` is set; ``loaded`` is called after the first load."""
+    global models_loaded_at
     notify.pool_process_present(process_name())
     # Subscribed before the load: a session that opens while the circuits load (seconds, after
     # every worker start) is warmed once the load ends. Heard only after the load, its notice
     # was lost, and its opening waited its whole MOAI_SESSION_WARMUP_WAIT_SECONDS for this
     # process (seen: 15 s on a fresh stack).
     pubsub = _subscribe()
-    _round(load_active_models)
+    if _round(load_active_models):
+        models_loaded_at = time.time()
+        if loaded is not None:
+            _round(loaded)
     polled = time.monotonic()
     try:
         while not stop.is_set():
@@ -184,14 +193,17 @@ def run(stop: threading.Event) -> None:
         notify.pool_process_gone(process_name())
 
 
-def _round(action: Any, *args: Any) -> None:
+def _round(action: Any, *args: Any) -> bool:
+    """Run one round of the loop; False when it failed (and was logged)."""
     try:
         close_old_connections()
         action(*args)
     except Exception:  # a database blip or a bad blob must not end the loop: jobs load what they need
         logger.exception("warm-up round failed")
+        return False
     finally:
         connection.close()  # this thread keeps no connection between rounds
+    return True
 
 
 def _subscribe() -> Any:

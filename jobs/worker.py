@@ -11,7 +11,10 @@ cached keys of sessions that are no longer active, every
 session before every input, so no job runs with keys of an ended session.
 
 The status file (``MOAI_DATA_DIR/worker-status/<host>-<pid>.json``) says which
-sessions' keys a process holds, for operators and for the tests that prove erasure.
+sessions' keys a process holds and when it had loaded the active circuits, for operators
+and for the tests that prove erasure. The worker's main process keeps
+``<host>-<pid>.ready`` there while it consumes: readiness that does not depend on the
+log level (``scripts.stack`` waits for it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -52,6 +61,11 @@ def status_path() -> Path:
     return status_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
 
 
+def ready_path(pid: int | None = None) -> Path:
+    """The file the worker's main process ``pid`` (this one by default) keeps while it consumes."""
+    return status_dir() / f"{socket.gethostname()}-{pid or os.getpid()}.ready"
+
+
 def drop_ended_sessions() -> list[str]:
     """Drop cached keys of sessions that are no longer active; returns the dropped ids."""
     cached = runtime.keys.session_ids()
@@ -75,6 +89,7 @@ def write_status() -> None:
         "host": socket.gethostname(),
         "cached_sessions": runtime.keys.session_ids(),
         "cached_key_bytes_estimate": runtime.keys.used_bytes,
+        "models_loaded_at": warmup.models_loaded_at,
         "updated_at": timezone.now().isoformat(),
     }
     path = status_path()
@@ -102,7 +117,7 @@ def _start_janitor(**_: Any) -> None:
     runtime.sweep_load_folders()
     metrics.WORKER_PROCESSES.set(1)
     threading.Thread(target=_janitor, name="key-cache-janitor", daemon=True).start()
-    threading.Thread(target=warmup.run, args=(_stop,), name="warm-up", daemon=True).start()
+    threading.Thread(target=warmup.run, args=(_stop, write_status), name="warm-up", daemon=True).start()
 
 
 @worker_init.connect
@@ -167,6 +182,18 @@ def _heartbeat_round() -> None:
 @worker_ready.connect
 def _start_heartbeats(**_: Any) -> None:
     threading.Thread(target=_heartbeats, name="job-heartbeats", daemon=True).start()
+
+
+@worker_ready.connect
+def _mark_ready(**_: Any) -> None:
+    path = ready_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "ready_at": timezone.now().isoformat()}))
+
+
+@worker_shutdown.connect
+def _unmark_ready(**_: Any) -> None:
+    ready_path().unlink(missing_ok=True)
 
 
 @worker_init.connect

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from base.env import DEFAULT_DATA_DIR
 from scripts.proxy import ProxyConfig, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +92,7 @@ class Stack:
         if self.worker:
             self.start_worker()
         if self.beat:
-            self._spawn("beat", [str(BIN / "celery"), "-A", "moai_site", "beat", "--loglevel", "INFO"])
+            self._spawn("beat", [str(BIN / "celery"), "-A", "moai_site", "beat", "--loglevel", self.log_level])
         deadline = time.monotonic() + timeout
         while not (self._ready() and (self.worker_ready() or not self.worker)):
             for name, process in self.processes.items():
@@ -134,7 +135,7 @@ class Stack:
                 "moai_site",
                 "worker",
                 "--loglevel",
-                "INFO",
+                self.log_level,
                 "--concurrency",
                 str(self.concurrency),
             ],
@@ -152,9 +153,23 @@ class Stack:
                 raise TimeoutError(f"worker not ready after {timeout} s; see {log}")
             time.sleep(0.2)
 
+    @property
+    def data_dir(self) -> Path:
+        """The processes' MOAI_DATA_DIR, resolved from where they start (the repository), as settings does."""
+        return (ROOT / (self.env.get("MOAI_DATA_DIR") or DEFAULT_DATA_DIR)).resolve()
+
+    @property
+    def log_level(self) -> str:
+        """Celery's level for worker and beat: MOAI_LOG_LEVEL, as the chart passes moai.logLevel to both."""
+        return self.env.get("MOAI_LOG_LEVEL") or "INFO"
+
     def worker_ready(self) -> bool:
-        log = self.log_dir / "worker.log"
-        return log.exists() and " ready." in log.read_text(errors="replace")
+        """Whether the worker consumes: its main process keeps a ready file (jobs.worker), whatever it logs."""
+        worker = self.processes.get("worker")
+        if worker is None or worker.poll() is not None:
+            return False
+        host = socket.gethostname()
+        return (self.data_dir / "worker-status" / f"{host}-{worker.pid}.ready").exists()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")

@@ -8,8 +8,10 @@ keeps its control folder under the data folder, not in the folder a process star
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,3 +128,40 @@ def test_a_worker_on_the_filesystem_broker_writes_no_control_folder_where_it_sta
             worker.wait()
     assert list((data / "broker" / "control").glob("*.exchange"))
     assert list(started_in.iterdir()) == []
+
+
+def test_a_worker_at_warning_logs_no_info_line_and_says_it_is_ready_by_a_file(tmp_path):
+    data = tmp_path / "data"
+    env = _env(
+        tmp_path,
+        MOAI_DATA_DIR=str(data),
+        MOAI_WORKER_METRICS_PORT="0",
+        MOAI_WORKER_POOL_SIZE="1",
+        MOAI_LOG_LEVEL="WARNING",
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "moai_site", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    # What scripts.stack waits for: Celery's " ready." is an INFO line, which this level drops.
+    ready = data / "worker-status" / f"{socket.gethostname()}-{worker.pid}.ready"
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert worker.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        assert json.loads(ready.read_text())["pid"] == worker.pid
+        written = log.read_text(errors="replace")
+        assert " ready." not in written
+        assert '"level": "INFO"' not in written
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    assert not ready.exists()  # a worker that stopped is not ready
