@@ -61,9 +61,9 @@ def status_path() -> Path:
     return status_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
 
 
-def ready_path(pid: int | None = None) -> Path:
-    """The file the worker's main process ``pid`` (this one by default) keeps while it consumes."""
-    return status_dir() / f"{socket.gethostname()}-{pid or os.getpid()}.ready"
+def ready_path() -> Path:
+    """The file the worker's main process keeps while it consumes (named as scripts.stack looks for it)."""
+    return status_dir() / f"{socket.gethostname()}-{os.getpid()}.ready"
 
 
 def drop_ended_sessions() -> list[str]:

@@ -8,6 +8,7 @@ keeps its control folder under the data folder, not in the folder a process star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from scripts.stack import ROOT
@@ -101,24 +103,16 @@ def test_importing_settings_creates_nothing_and_a_process_start_creates_its_fold
     }  # fmt: skip
 
 
-def test_a_worker_on_the_filesystem_broker_writes_no_control_folder_where_it_starts(tmp_path):
-    started_in = tmp_path / "cwd"
-    started_in.mkdir()
-    data = tmp_path / "data"
-    env = _env(tmp_path, MOAI_DATA_DIR=str(data), MOAI_WORKER_METRICS_PORT="0", MOAI_WORKER_POOL_SIZE="1")
-    log = tmp_path / "worker.log"
+@contextlib.contextmanager
+def _worker(env: dict[str, str], cwd: Path, log: Path, level: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A one-process Celery worker at ``level``, logging to ``log``; stopped as Kubernetes stops it."""
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "moai_site", "worker", "--concurrency", "1", "--loglevel", "INFO"],
-            cwd=started_in, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(BIN / "celery"), "-A", "moai_site", "worker", "--concurrency", "1", "--loglevel", level],
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        # Ready means its queue is bound, which is when kombu writes the exchange table.
-        deadline = time.monotonic() + 120
-        while " ready." not in log.read_text(errors="replace"):
-            assert worker.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.2)
+        yield worker
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -126,6 +120,25 @@ def test_a_worker_on_the_filesystem_broker_writes_no_control_folder_where_it_sta
         except subprocess.TimeoutExpired:  # a pool process still loading the FHE runtime
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+
+
+def _wait_for(ready: Callable[[], bool], worker: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert worker.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.2)
+
+
+def test_a_worker_on_the_filesystem_broker_writes_no_control_folder_where_it_starts(tmp_path):
+    started_in = tmp_path / "cwd"
+    started_in.mkdir()
+    data = tmp_path / "data"
+    env = _env(tmp_path, MOAI_DATA_DIR=str(data), MOAI_WORKER_METRICS_PORT="0", MOAI_WORKER_POOL_SIZE="1")
+    log = tmp_path / "worker.log"
+    with _worker(env, started_in, log, "INFO") as worker:
+        # Ready means its queue is bound, which is when kombu writes the exchange table.
+        _wait_for(lambda: " ready." in log.read_text(errors="replace"), worker, log)
     assert list((data / "broker" / "control").glob("*.exchange"))
     assert list(started_in.iterdir()) == []
 
@@ -140,28 +153,12 @@ def test_a_worker_at_warning_logs_no_info_line_and_says_it_is_ready_by_a_file(tm
         MOAI_LOG_LEVEL="WARNING",
     )
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "moai_site", "worker", "--concurrency", "1", "--loglevel", "WARNING"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    # What scripts.stack waits for: Celery's " ready." is an INFO line, which this level drops.
-    ready = data / "worker-status" / f"{socket.gethostname()}-{worker.pid}.ready"
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert worker.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.2)
+    with _worker(env, ROOT, log, "WARNING") as worker:
+        # What scripts.stack waits for: Celery's " ready." is an INFO line, which this level drops.
+        ready = data / "worker-status" / f"{socket.gethostname()}-{worker.pid}.ready"
+        _wait_for(ready.exists, worker, log)
         assert json.loads(ready.read_text())["pid"] == worker.pid
         written = log.read_text(errors="replace")
         assert " ready." not in written
         assert '"level": "INFO"' not in written
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
     assert not ready.exists()  # a worker that stopped is not ready
