@@ -17,6 +17,13 @@ from django.conf import settings
 _BROKER_FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder")
 
 
+def worker_status_path(data_dir: Path, host: str, pid: int, kind: str) -> Path:
+    """A worker process's file under ``data_dir/worker-status``: ``json``, a pool process's status;
+    ``ready``, kept by the main process while it consumes. Django-free in use, for scripts.stack
+    and the bench, which look for the files of processes they started."""
+    return data_dir / "worker-status" / f"{host}-{pid}.{kind}"
+
+
 def create_data_folders() -> None:
     # Uploads are spooled to FILE_UPLOAD_TEMP_DIR by Django before any view runs.
     folders = [Path(settings.MOAI_DATA_DIR), Path(settings.FILE_UPLOAD_TEMP_DIR)]

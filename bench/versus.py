@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 import requests
 
+from base.folders import worker_status_path
 from scripts.stack import ROOT, Stack, free_port
 
 FIRST_UPLOAD_MODEL = "breast-cancer-logreg"
@@ -64,7 +65,7 @@ def _pool_processes_loaded(stack: Stack) -> list[int]:
     """The worker's pool processes whose status file says they have loaded the circuits."""
     loaded = []
     for child in _tree([stack.processes["worker"].pid])[1:]:
-        path = stack.data_dir / "worker-status" / f"{socket.gethostname()}-{child.pid}.json"
+        path = worker_status_path(stack.data_dir, socket.gethostname(), child.pid, "json")
         try:
             if json.loads(path.read_text()).get("models_loaded_at"):
                 loaded.append(child.pid)

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from base import audit_checkpoints, metrics, notify
 from base.env import env_str
+from base.folders import worker_status_path
 from jobs import broker, cores, runtime, services, warmup
 from registry import metric_series
 from sessions.models import KeySession
@@ -53,17 +54,13 @@ logger = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-def status_dir() -> Path:
-    return Path(settings.MOAI_DATA_DIR) / "worker-status"
-
-
 def status_path() -> Path:
-    return status_dir() / f"{socket.gethostname()}-{os.getpid()}.json"
+    return worker_status_path(Path(settings.MOAI_DATA_DIR), socket.gethostname(), os.getpid(), "json")
 
 
 def ready_path() -> Path:
-    """The file the worker's main process keeps while it consumes (named as scripts.stack looks for it)."""
-    return status_dir() / f"{socket.gethostname()}-{os.getpid()}.ready"
+    """The file the worker's main process keeps while it consumes (scripts.stack waits for it)."""
+    return worker_status_path(Path(settings.MOAI_DATA_DIR), socket.gethostname(), os.getpid(), "ready")
 
 
 def drop_ended_sessions() -> list[str]:

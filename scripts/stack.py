@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from base.env import DEFAULT_DATA_DIR
+from base.folders import worker_status_path
 from scripts.proxy import ProxyConfig, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,8 +169,7 @@ class Stack:
         worker = self.processes.get("worker")
         if worker is None or worker.poll() is not None:
             return False
-        host = socket.gethostname()
-        return (self.data_dir / "worker-status" / f"{host}-{worker.pid}.ready").exists()
+        return worker_status_path(self.data_dir, socket.gethostname(), worker.pid, "ready").exists()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
