@@ -1,14 +1,13 @@
 """``compute`` of the example-server protocols: one job, submitted and waited for in one request.
 
 Those clients post a ciphertext and read the result from the same response, so the
-request holds its thread until the job ends (woken by the worker, jobs.waits),
-in steps of at most waits.MAX_WAIT_SECONDS, up to COMPUTE_SECONDS in all.
+request holds one of the client's wait slots and its thread until the job ends (woken by
+the worker, jobs.waits), up to COMPUTE_SECONDS.
 """
 
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 from typing import IO
 
@@ -35,11 +34,24 @@ _FAILED_STATUS = {
 
 
 def compute(session: KeySession, ciphertext: Path, actor: Actor) -> FileResponse:
-    try:
-        job, _ = services.submit_job(session, JobInputs([ciphertext]), None, actor)
-    except SessionEndedError:
-        raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None
-    _wait(job, actor)
+    # The slot before the job: this protocol has no way to come back for a result, so a client
+    # over its cap of waiting requests is refused before anything runs for it.
+    with waits.wait_slot(session.client_id, COMPUTE_SECONDS) as held:
+        if not held:
+            error = ApiError(429, "rate_limited", "This client already holds as many waiting requests as it may.")
+            error.retry_after = 1
+            raise error
+        try:
+            # One input whose client waits for it, as POST .../jobs?wait=N: on an idle service its
+            # insert claims it, and its worker runs it without a claim of its own.
+            job, _ = services.submit_job(session, JobInputs([ciphertext]), None, actor, claim_if_idle=True)
+        except SessionEndedError:
+            raise ApiError(410, "context_invalidated", "The session ended while the job was submitted.") from None
+        waits.wait_until_ended(job, COMPUTE_SECONDS)
+    if job.status not in Job.FINISHED:
+        # Nobody will fetch this job's result: a job still queued is cancelled (a running one ends by itself).
+        services.cancel_job(job, actor)
+        raise ApiError(504, "job_timeout", f"The job did not end within {COMPUTE_SECONDS:g} s.", job_id=str(job.pk))
     if job.status != Job.Status.SUCCEEDED:
         code = job.error_code or str(job.status)
         raise ApiError(
@@ -61,21 +73,3 @@ def compute(session: KeySession, ciphertext: Path, actor: Actor) -> FileResponse
     response = FileResponse(stream, content_type="application/octet-stream")
     response["Content-Length"] = str(size)
     return response
-
-
-def _wait(job: Job, actor: Actor) -> None:
-    deadline = time.monotonic() + COMPUTE_SECONDS
-    while job.status not in Job.FINISHED:
-        left = deadline - time.monotonic()
-        held = waits.hold_until_ended(job, min(left, waits.MAX_WAIT_SECONDS)) if left > 0 else None
-        if held is False or left <= 0:
-            # Nobody will fetch this job's result: the protocol has no way to come back for it.
-            services.cancel_job(job, actor)
-            if held is False:
-                error = ApiError(
-                    429, "rate_limited", "This client already holds as many waiting requests as it may.",
-                    job_id=str(job.pk),
-                )  # fmt: skip
-                error.retry_after = 1
-                raise error
-            raise ApiError(504, "job_timeout", f"The job did not end within {COMPUTE_SECONDS:g} s.", job_id=str(job.pk))

@@ -139,18 +139,24 @@ def hold_until_ended(job: Job, seconds: float) -> bool | None:
     with wait_slot(job.client_id, seconds) as held:
         if not held:
             return False
-
-        def ended() -> bool:
-            if job.delivered_outputs is not None and _confirm_notice(job):
-                return True  # the row was read, fresh, by the check that the outputs may be served
-            job.refresh_from_db()  # one query per check, and the answer is the fresh row
-            return job.status in Job.FINISHED
-
-        def heard(message: bytes) -> None:
-            job.delivered_outputs = notify.decoded_outputs(message) or job.delivered_outputs
-
-        notify.wait_for(str(job.pk), ended, seconds, heard)
+        wait_until_ended(job, seconds)
     return True
+
+
+def wait_until_ended(job: Job, seconds: float) -> None:
+    """Wait up to ``seconds`` for the job to end, in a wait slot the caller holds; ``job`` is then fresh
+    if it ended (with the outputs its end notice brought, in ``job.delivered_outputs``)."""
+
+    def ended() -> bool:
+        if job.delivered_outputs is not None and _confirm_notice(job):
+            return True  # the row was read, fresh, by the check that the outputs may be served
+        job.refresh_from_db()  # one query per check, and the answer is the fresh row
+        return job.status in Job.FINISHED
+
+    def heard(message: bytes) -> None:
+        job.delivered_outputs = notify.decoded_outputs(message) or job.delivered_outputs
+
+    notify.wait_for(str(job.pk), ended, seconds, heard)
 
 
 def delivered_output(job: Job, index: int) -> bytes | None:

@@ -161,5 +161,30 @@ def test_a_compute_over_the_clients_wait_cap_is_429_and_its_job_cancelled(base, 
     assert response.status_code == 429
     assert code(response) == "rate_limited"
     assert response["Retry-After"] == "1"
-    # Nobody can fetch its result through this protocol: the job does not run for nothing.
-    assert Job.objects.get().status == "cancelled"
+    # Nobody could fetch its result through this protocol: refused before any job exists.
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compute_on_an_idle_service_is_claimed_by_its_submission(base, logreg, bundles, monkeypatch):
+    """Its client waits for the output in the request, as with ``POST .../jobs?wait=N``: on an idle
+    service the job's insert claims it (running, first attempt) for its own message, and the
+    message carries the claim, so that the worker runs it without a claim of its own."""
+    from jobs import services
+    from jobs.models import Job
+
+    sent: list[object] = []
+    real_send = services.broker.send_job
+    # A spy, not a stand-in: the message is sent as it would be (run in place here), and its claim noted.
+    monkeypatch.setattr(services.broker, "send_job", lambda *args: (sent.append(args[2]), real_send(*args))[1])
+    bundle = bundles["breast-cancer-logreg"]
+    http = Client()
+    url = f"{base}/deployment/breast-cancer-logreg"
+    uid = http.post(f"{url}/add_key", {"key": SimpleUploadedFile("k", bundle.evaluation_keys)}).json()["uid"]
+    response = http.post(f"{url}/compute", {"uid": uid, "model_input": SimpleUploadedFile("x", bundle.encrypt(1))})
+    assert response.status_code == 200, response.content
+    assert bundle.decrypt_label(b"".join(response.streaming_content)) == int(bundle.samples["clear_prediction"][1])
+    job = Job.objects.get()
+    assert (job.status, job.attempts, job.started_at) == ("succeeded", 1, job.enqueued_at)
+    assert isinstance(sent[-1], dict)
+    assert sent[-1]["token"] == job.claim_token
