@@ -149,7 +149,7 @@ def test_a_disabled_client_gets_403(base, alice):
     assert code(response) == "client_disabled"
 
 
-def test_a_compute_over_the_clients_wait_cap_is_429_and_its_job_cancelled(base, logreg, bundles, settings):
+def test_a_compute_over_the_clients_wait_cap_is_429_and_makes_no_job(base, logreg, bundles, settings):
     from jobs.models import Job
 
     http = Client()
