@@ -52,6 +52,8 @@ from sessions.models import KeySession
 
 logger = logging.getLogger(__name__)
 _stop = threading.Event()
+# The janitor and the warm-up thread both write the status file, through one temporary file.
+_status_lock = threading.Lock()
 
 
 def status_path() -> Path:
@@ -81,19 +83,21 @@ def drop_ended_sessions() -> list[str]:
 
 
 def write_status() -> None:
-    status: dict[str, Any] = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "cached_sessions": runtime.keys.session_ids(),
-        "cached_key_bytes_estimate": runtime.keys.used_bytes,
-        "models_loaded_at": warmup.models_loaded_at,
-        "updated_at": timezone.now().isoformat(),
-    }
-    path = status_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(status))
-    partial.replace(path)
+    # Read and written under the lock: a snapshot taken before another thread's write is never written after it.
+    with _status_lock:
+        status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "cached_sessions": runtime.keys.session_ids(),
+            "cached_key_bytes_estimate": runtime.keys.used_bytes,
+            "models_loaded_at": warmup.models_loaded_at,
+            "updated_at": timezone.now().isoformat(),
+        }
+        path = status_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(status))
+        partial.replace(path)
 
 
 def _janitor() -> None:
