@@ -120,3 +120,45 @@ def restore_and_restart(start: Any, data: Path, port: int, env: dict[str, str]) 
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_stop_asked_while_aof_is_being_turned_on_is_asked_again_until_redis_stops(renders, tmp_path):
+    """Redis refuses to stop while it writes its first AOF ("Writing initial AOF, can't exit").
+    A TERM that reaches the script while it turns AOF on (redis-cli in the foreground) runs its
+    trap only once that command returns, before the script waits on Redis: it must still ask
+    again until Redis stops, or the container hangs until the kubelet kills it.
+
+    redis-server and redis-cli are stand-ins here, on PATH ahead of the real ones: the real
+    Redis refuses only for the ~0.1 s its first AOF takes on a small data set, so no test can
+    hit that moment on purpose. The stand-in server refuses the first TERM, as Redis does then."""
+    script = tmp_path / "start.sh"
+    script.write_text(find(renders["default"], "ConfigMap", "redis-scripts")["data"]["start.sh"])
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    turning_on = tmp_path / "turning-aof-on"
+    (shims / "redis-server").write_text(
+        "#!/bin/sh\n"
+        "asked=0\n"
+        "trap 'asked=$((asked + 1)); [ \"$asked\" -ge 2 ] && exit 0' TERM\n"
+        "while :; do sleep 0.05; done\n"
+    )
+    (shims / "redis-cli").write_text(
+        f'#!/bin/sh\ncase "$*" in\n  *ping*) echo PONG ;;\n  *appendonly*) touch "{turning_on}"; sleep 2 ;;\nesac\n'
+    )
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    data = tmp_path / "data"  # no appendonlydir: the script starts Redis without AOF, then turns it on
+    data.mkdir()
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "REDIS_DATA_DIR": str(data), "REDIS_PORT": "1"}
+    process = subprocess.Popen(["sh", str(script)], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not turning_on.exists():
+            assert process.poll() is None, "the script ended before it turned AOF on"
+            assert time.monotonic() < deadline, "the script never turned AOF on"
+            time.sleep(0.05)
+        process.terminate()  # as the kubelet stops the container
+        assert process.wait(timeout=10) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
